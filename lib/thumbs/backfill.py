@@ -1,0 +1,285 @@
+"""Backfill: render every PDF under a bucket prefix or folder, skipping versions already done.
+
+The driver lists the source page by page and works through it in waves of document references.
+Each wave drops the versions the ledger already has, spreads the rest across executors, renders
+them with the shared pipeline and appends the rows to the ledger, then logs a progress line. An
+interrupted run loses at most the wave in flight; running again resumes from the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from thumbs import ledger
+from thumbs.logs import configure_logging
+from thumbs.options import ALL_PAGES, FORMATS, Limits, RenderOptions, parse_pages, parse_sizes
+from thumbs.pipeline import JobContext, render_partitions
+from thumbs.storage import Location, ObjectRef, S3Settings, list_objects, parse_location
+
+log = logging.getLogger("thumbs.backfill")
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+"""The small bundled sample set the embedded default renders."""
+
+BYTES_PER_PIXEL = {"webp": 0.12, "jpeg": 0.2, "png": 0.9}
+"""Rough encoded size per pixel, for `--dry-run` estimates when the ledger has no history."""
+
+PAGE_AREA = 1 / math.sqrt(2)
+"""Share of a size-by-size square an A-series page covers; most documents are near that shape."""
+
+
+@dataclass
+class BackfillConfig:
+    source: Location
+    dest: Location
+    table: str
+    options: RenderOptions
+    s3: S3Settings
+    limit: int | None = None
+    since: dt.datetime | None = None
+    dry_run: bool = False
+    all_objects: bool = False
+    retry_failed: bool = False
+    wave_size: int = 20_000
+    docs_per_task: int = 64
+    run_id: str = field(default_factory=lambda: new_run_id("backfill"))
+
+
+@dataclass
+class BackfillReport:
+    """What a run did, for the closing log line and for tests."""
+
+    run_id: str
+    listed: int = 0
+    not_pdf_skipped: int = 0
+    already_done: int = 0
+    to_render: int = 0
+    source_bytes: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rendered(self) -> int:
+        return sum(self.statuses.values())
+
+
+def new_run_id(job: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{job}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillReport:
+    """List, skip what is done, render the rest wave by wave, and return the totals."""
+    started = time.perf_counter()
+    report = BackfillReport(config.run_id)
+    if not config.dry_run:
+        ledger.ensure_table(spark, config.table)
+    done = ledger.done_versions(spark, config.table, retry_failed=config.retry_failed).cache()
+    context = JobContext(config.options, config.dest, config.s3, "backfill", config.run_id)
+    log.info(
+        "backfill start run=%s source=%s dest=%s table=%s dry_run=%s",
+        config.run_id, config.source.uri(), config.dest.uri(), config.table, config.dry_run,
+    )
+    refs = _pdf_refs(list_objects(config.source, config.s3, since=config.since), config, report)
+    for wave_id, wave in enumerate(_chunks(refs, config.wave_size)):
+        remaining = None if config.limit is None else config.limit - report.to_render
+        if remaining is not None and remaining <= 0:
+            break
+        _run_wave(spark, config, context, done, wave_id, wave, remaining, report)
+    done.unpersist()
+    report.seconds = time.perf_counter() - started
+    _log_summary(config, report)
+    return report
+
+
+def _pdf_refs(refs: Iterable[ObjectRef], config: BackfillConfig, report: BackfillReport) -> Iterator[ObjectRef]:
+    for ref in refs:
+        report.listed += 1
+        if config.all_objects or ref.key.lower().endswith(".pdf"):
+            yield ref
+        else:
+            report.not_pdf_skipped += 1
+
+
+def _chunks(refs: Iterator[ObjectRef], size: int) -> Iterator[list[ObjectRef]]:
+    while chunk := list(itertools.islice(refs, size)):
+        yield chunk
+
+
+def _run_wave(
+    spark: SparkSession,
+    config: BackfillConfig,
+    context: JobContext,
+    done: DataFrame,
+    wave_id: int,
+    wave: list[ObjectRef],
+    remaining: int | None,
+    report: BackfillReport,
+) -> None:
+    wave_start = time.perf_counter()
+    todo = _refs_frame(spark, wave, wave_id).join(done, ledger.VERSION_KEY, "left_anti")
+    if remaining is not None:
+        todo = todo.limit(remaining)
+    todo = todo.localCheckpoint()
+    count, size = todo.agg(F.count("*"), F.coalesce(F.sum("size_bytes"), F.lit(0))).first()  # type: ignore[misc]
+    report.already_done += len(wave) - count
+    report.to_render += count
+    report.source_bytes += size
+    if count == 0 or config.dry_run:
+        log.info("backfill wave run=%s batch=%d listed=%d to_render=%d", config.run_id, wave_id, len(wave), count)
+        return
+    partitions = max(spark.sparkContext.defaultParallelism, math.ceil(count / config.docs_per_task))
+    results = todo.repartition(partitions).mapInPandas(render_partitions(context), ledger.RESULT_SCHEMA)
+    ledger.append(results, config.table)
+    counts = ledger.status_counts(
+        spark, config.table, (F.col("job_run_id") == config.run_id) & (F.col("batch_id") == wave_id)
+    )
+    for status, n in counts.items():
+        report.statuses[status] = report.statuses.get(status, 0) + n
+    seconds = time.perf_counter() - wave_start
+    log.info(
+        "backfill wave run=%s batch=%d listed=%d rendered=%d statuses=%s seconds=%.1f docs_per_s=%.1f",
+        config.run_id, wave_id, len(wave), count, counts, seconds, count / max(seconds, 1e-9),
+    )
+
+
+def _refs_frame(spark: SparkSession, wave: list[ObjectRef], wave_id: int) -> DataFrame:
+    frame = pd.DataFrame(
+        {
+            "source_bucket": [r.bucket for r in wave],
+            "source_key": [r.key for r in wave],
+            "source_uri": [r.uri for r in wave],
+            "etag": [r.etag for r in wave],
+            "version_id": [r.version_id for r in wave],
+            "sequencer": [None] * len(wave),
+            "size_bytes": [r.size for r in wave],
+            "last_modified": pd.to_datetime([r.last_modified for r in wave], utc=True),
+            "batch_id": [wave_id] * len(wave),
+        }
+    )
+    return spark.createDataFrame(frame, ledger.REF_SCHEMA)
+
+
+def estimate_thumbnail_bytes(documents: int, options: RenderOptions) -> int:
+    """A rough figure for `--dry-run`: documents x pages x sizes x pixels x bytes per pixel."""
+    pages = 10 if options.pages == ALL_PAGES else options.pages
+    pixels = sum(size * size * PAGE_AREA for size in options.sizes)
+    return int(documents * pages * pixels * BYTES_PER_PIXEL[options.format])
+
+
+def _log_summary(config: BackfillConfig, report: BackfillReport) -> None:
+    if config.dry_run:
+        estimate = estimate_thumbnail_bytes(report.to_render, config.options)
+        print(
+            f"dry run: {report.listed} objects listed, {report.not_pdf_skipped} not PDF, "
+            f"{report.already_done} already done, {report.to_render} to render "
+            f"({report.source_bytes} source bytes, about {estimate} thumbnail bytes to write)"
+        )
+        return
+    rate = report.rendered / max(report.seconds, 1e-9)
+    log.info(
+        "backfill done run=%s listed=%d not_pdf=%d already_done=%d rendered=%d statuses=%s "
+        "seconds=%.1f docs_per_s=%.2f",
+        report.run_id, report.listed, report.not_pdf_skipped, report.already_done, report.rendered,
+        report.statuses, report.seconds, rate,
+    )
+    print(f"thumbnails: {config.dest.uri()}")
+    print(f"results table: {config.table}  ({report.rendered} rows written, {report.statuses})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backfill.py",
+        description="Render thumbnails for every PDF under a bucket prefix or folder, and record "
+        "one row per document in the Delta results table. Versions already done are skipped. "
+        "With no arguments, renders the bundled samples into ./out/.",
+    )
+    parser.add_argument("--source", help="s3://bucket/prefix/ or a local folder (default: bundled samples)")
+    parser.add_argument("--dest", default="out/thumbnails", help="s3://bucket/prefix/ or a local folder for thumbnails (default: %(default)s)")
+    parser.add_argument("--table", default="out/results", help="path or s3:// URL of the Delta results table (default: %(default)s)")
+    parser.add_argument("--pages", default="1", help="pages per document: a count of leading pages, or 'all' (default: %(default)s)")
+    parser.add_argument("--sizes", default="256", help="longest side in pixels, comma-separated for several, e.g. 128,256,512 (default: %(default)s)")
+    parser.add_argument("--format", default="webp", choices=sorted(FORMATS), help="thumbnail format (default: %(default)s)")
+    parser.add_argument("--quality", type=int, default=80, help="encoder quality for webp and jpeg, 1-100 (default: %(default)s)")
+    parser.add_argument("--limit", type=int, help="render at most this many documents in this run")
+    parser.add_argument("--since", type=_parse_date, help="only objects modified after this date or time (ISO 8601, UTC if no zone)")
+    parser.add_argument("--dry-run", action="store_true", help="list and count what would be rendered, render nothing")
+    parser.add_argument("--all-objects", action="store_true", help="consider every object, not only keys ending in .pdf (others end as not_pdf)")
+    parser.add_argument("--retry-failed", action="store_true", help="render again versions whose earlier row is a permanent failure")
+    parser.add_argument("--wave-size", type=int, default=20_000, help="documents listed per wave, the unit of progress and of resumption (default: %(default)s)")
+    parser.add_argument("--docs-per-task", type=int, default=64, help="documents per Spark task (default: %(default)s)")
+    parser.add_argument("--max-source-bytes", type=int, default=Limits.max_source_bytes, help="skip larger sources as too_large, checked before download (default: %(default)s)")
+    parser.add_argument("--max-pages", type=int, default=Limits.max_pages, help="most pages rendered per document (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one page bitmap (default: %(default)s)")
+    parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
+    parser.add_argument("--sse-kms-key-id", help="write thumbnails with SSE-KMS under this key id or ARN")
+    parser.add_argument("--cache-control", default=S3Settings.cache_control, help="Cache-Control of uploaded thumbnails (default: %(default)s)")
+    parser.add_argument("--run-id", help="identifier recorded in job_run_id (default: generated)")
+    return parser
+
+
+def _parse_date(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def config_from_args(args: argparse.Namespace) -> BackfillConfig:
+    limits = Limits(args.max_source_bytes, args.max_pages, args.max_pixels)
+    options = RenderOptions(
+        pages=parse_pages(args.pages),
+        sizes=parse_sizes(args.sizes),
+        format=args.format,
+        quality=args.quality,
+        limits=limits,
+    )
+    s3 = S3Settings.from_env(
+        endpoint_url=args.s3_endpoint_url,
+        sse_kms_key_id=args.sse_kms_key_id,
+        cache_control=args.cache_control,
+    )
+    table = args.table if args.table.startswith(("s3://", "s3a://")) else str(Path(args.table).resolve())
+    config = BackfillConfig(
+        source=parse_location(args.source or str(SAMPLES)),
+        dest=parse_location(args.dest),
+        table=table,
+        options=options,
+        s3=s3,
+        limit=args.limit,
+        since=args.since,
+        dry_run=args.dry_run,
+        all_objects=args.all_objects,
+        retry_failed=args.retry_failed,
+        wave_size=args.wave_size,
+        docs_per_task=args.docs_per_task,
+    )
+    if args.run_id:
+        config.run_id = args.run_id
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    spark = SparkSession.builder.appName(f"thumbs-{config.run_id}").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    run_backfill(spark, config)
+    spark.stop()
+    return 0

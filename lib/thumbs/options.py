@@ -1,0 +1,77 @@
+"""Render options and safety limits, parsed from the jobs' flags and shipped to executors.
+
+Everything here is a frozen dataclass of plain values so Spark can pickle it into the tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+FORMATS: dict[str, str] = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
+"""Supported output formats and the Content-Type each is uploaded with."""
+
+EXTENSIONS: dict[str, str] = {"webp": "webp", "jpeg": "jpg", "png": "png"}
+
+ALL_PAGES = 0
+"""`RenderOptions.pages` value meaning every page, up to `Limits.max_pages`."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings that keep one hostile document from costing more than it is worth."""
+
+    max_source_bytes: int = 256 * 1024 * 1024
+    max_pages: int = 1000
+    max_pixels: int = 40_000_000
+    max_page_points: float = 14_400.0 * 16
+    """Largest page side accepted, in PDF points (the spec's 14,400 times a generous user unit)."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What to make of each document: which pages, at which sizes, in which format."""
+
+    pages: int = 1
+    sizes: tuple[int, ...] = (256,)
+    format: str = "webp"
+    quality: int = 80
+    background: tuple[int, int, int] = (255, 255, 255)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}, not {self.format!r}")
+        if not self.sizes or any(s < 8 or s > 4096 for s in self.sizes):
+            raise ValueError(f"sizes must be between 8 and 4096 pixels, got {self.sizes!r}")
+        if self.pages < 0:
+            raise ValueError(f"pages must be positive or ALL_PAGES, got {self.pages}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
+
+    @property
+    def largest(self) -> int:
+        return max(self.sizes)
+
+    def page_indexes(self, page_count: int) -> range:
+        """Zero-based indexes of the pages to render for a document of `page_count` pages."""
+        wanted = page_count if self.pages == ALL_PAGES else min(self.pages, page_count)
+        return range(min(wanted, self.limits.max_pages))
+
+
+def parse_pages(text: str) -> int:
+    """Parse `--pages`: a positive count of leading pages, or `all`."""
+    text = text.strip().lower()
+    if text == "all":
+        return ALL_PAGES
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--pages takes a positive number or 'all', not {text!r}")
+    return int(text)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Parse `--sizes`: comma-separated longest-side lengths in pixels, e.g. `128,256,512`."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--sizes takes comma-separated pixel counts, not {text!r}")
+    return tuple(sorted({int(p) for p in parts}))

@@ -1,0 +1,76 @@
+"""Spark wiring: the JVM packages the jobs need, and sessions for local runs and tests.
+
+Package coordinates are derived from the installed Python packages' versions, so pyspark,
+delta-spark and the jars can never drift apart. `python -m thumbs.spark packages` prints them for
+`spark-submit.sh`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+SCALA_BINARY = "2.13"
+"""Spark 4 is built for Scala 2.13 only."""
+
+DELTA_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+LOCAL_CONF: dict[str, str] = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+def jvm_packages(*, kafka: bool = False) -> list[str]:
+    """Maven coordinates of the connectors matching the installed pyspark and delta-spark."""
+    packages = [f"io.delta:delta-spark_{SCALA_BINARY}:{version('delta-spark')}"]
+    if kafka:
+        packages.append(f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{version('pyspark')}")
+    return packages
+
+
+def ivy_cache() -> str:
+    """Where resolved jars are kept between runs: the repository's ignored `.cache/ivy`."""
+    default = Path(__file__).resolve().parents[2] / ".cache" / "ivy"
+    return os.environ.get("THUMBS_IVY_CACHE", str(default))
+
+
+def local_session(app_name: str = "thumbs", *, kafka: bool = False, cores: int = 2, **conf: str):  # type: ignore[no-untyped-def]
+    """A local SparkSession with Delta (and optionally Kafka), for tests, notebooks, benchmarks."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName(app_name)
+        .config("spark.jars.packages", ",".join(jvm_packages(kafka=kafka)))
+        .config("spark.jars.ivy", ivy_cache())
+        .config("spark.ui.enabled", "false")
+    )
+    for key, value in {**DELTA_CONF, **LOCAL_CONF, **conf}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["packages"]:
+        print(",".join(jvm_packages(kafka="--kafka" in argv)))
+        return 0
+    if argv[:1] == ["conf"]:
+        for key, value in DELTA_CONF.items():
+            print(f"{key}={value}")
+        return 0
+    print("usage: python -m thumbs.spark packages [--kafka] | conf", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
