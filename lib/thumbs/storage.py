@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import boto3
 from botocore.config import Config
@@ -118,18 +120,26 @@ class ObjectRef:
 
 
 def list_objects(
-    location: Location, settings: S3Settings, *, since: dt.datetime | None = None
+    location: Location,
+    settings: S3Settings,
+    *,
+    since: dt.datetime | None = None,
+    page_size: int = 1000,
 ) -> Iterator[ObjectRef]:
     """Every object under a location, page by page, so memory stays flat at any bucket size."""
     if location.is_s3:
-        yield from _list_s3(location, settings, since)
+        yield from _list_s3(location, settings, since, page_size)
     else:
         yield from _list_folder(location, since)
 
 
-def _list_s3(location: Location, settings: S3Settings, since: dt.datetime | None) -> Iterator[ObjectRef]:
+def _list_s3(
+    location: Location, settings: S3Settings, since: dt.datetime | None, page_size: int
+) -> Iterator[ObjectRef]:
     paginator = s3_client(settings).get_paginator("list_objects_v2")
-    pages = paginator.paginate(Bucket=location.bucket, Prefix=location.prefix)
+    pages = paginator.paginate(
+        Bucket=location.bucket, Prefix=location.prefix, PaginationConfig={"PageSize": page_size}
+    )
     for page in pages:
         for item in page.get("Contents", []):
             modified = item["LastModified"]
@@ -176,7 +186,7 @@ def fetch(ref: ObjectRef, settings: S3Settings) -> bytes:
     """The bytes of exactly the listed version; `MISSING` if it is gone or has changed."""
     if ref.uri.startswith("s3://"):
         return _fetch_s3(ref, settings)
-    path = Path(ref.uri[len("file://") :])
+    path = Path(url2pathname(urlparse(ref.uri).path))
     try:
         data = path.read_bytes()
     except FileNotFoundError as error:

@@ -1,0 +1,112 @@
+"""Shared fixtures: one local SparkSession, a real S3-compatible server, the test PDFs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "lib" / "thumbs" / "samples"
+CORPUS = Path(os.environ.get("THUMBS_CORPUS", REPO.parent / "shared" / "corpus"))
+
+# Offline credentials for the local S3 server; boto3 refuses to sign without some.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def corpus_folder(name: str) -> Path:
+    """A folder of the shared corpus, or a clean skip where the corpus is not beside the repo."""
+    folder = CORPUS / name
+    if not folder.is_dir():
+        pytest.skip(f"the shared corpus ({folder}) is not present")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_files_index() -> dict[str, dict[str, Any]]:
+    """`sample-files/files.json`: each corpus file's page count, encryption and so on."""
+    folder = corpus_folder("sample-files")
+    data = json.loads((folder / "files.json").read_text())["data"]
+    return {entry["path"]: entry for entry in data}
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    from thumbs.spark import local_session
+
+    session = local_session("thumbs-tests", cores=2)
+    session.sparkContext.setLogLevel("WARN")
+    yield session
+    session.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the S3 server exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the S3 server did not listen on {port} within {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3-compatible server over real HTTP on a free local port; yields its URL."""
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3(s3_server: str) -> Any:
+    """A boto3 client for the local S3 server."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+@pytest.fixture()
+def s3_settings(s3_server: str) -> Any:
+    from thumbs.storage import S3Settings
+
+    return S3Settings(endpoint_url=s3_server, region="us-east-1", max_attempts=2)
+
+
+@pytest.fixture()
+def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh empty bucket named after the test."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{time.time_ns() % 10**6}"
+    s3.create_bucket(Bucket=name)
+    return name
