@@ -55,6 +55,8 @@ class BackfillConfig:
     retry_failed: bool = False
     wave_size: int = 20_000
     docs_per_task: int = 64
+    isolate: bool = True
+    io_threads: int = 8
     run_id: str = field(default_factory=lambda: new_run_id("backfill"))
 
 
@@ -88,7 +90,10 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillReport:
     if not config.dry_run:
         ledger.ensure_table(spark, config.table)
     done = ledger.done_versions(spark, config.table, retry_failed=config.retry_failed).cache()
-    context = JobContext(config.options, config.dest, config.s3, "backfill", config.run_id)
+    context = JobContext(
+        config.options, config.dest, config.s3, "backfill", config.run_id,
+        isolate=config.isolate, io_threads=config.io_threads,
+    )
     log.info(
         "backfill start run=%s source=%s dest=%s table=%s dry_run=%s",
         config.run_id, config.source.uri(), config.dest.uri(), config.table, config.dry_run,
@@ -224,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-source-bytes", type=int, default=Limits.max_source_bytes, help="skip larger sources as too_large, checked before download (default: %(default)s)")
     parser.add_argument("--max-pages", type=int, default=Limits.max_pages, help="most pages rendered per document (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one page bitmap (default: %(default)s)")
+    parser.add_argument("--timeout-seconds", type=float, default=Limits.timeout_seconds, help="wall-clock limit to render one document; past it the document ends as timeout (default: %(default)s)")
+    parser.add_argument("--max-memory-mb", type=int, default=Limits.memory_bytes >> 20, help="resident memory a render child may reach; past it the document ends as too_large (default: %(default)s)")
+    parser.add_argument("--recycle-after", type=int, default=Limits.recycle_after, help="documents a render child handles before it is replaced (default: %(default)s)")
+    parser.add_argument("--in-process", action="store_true", help="render in the Python worker itself, without child processes (debugging only: a hostile PDF can then kill the task)")
+    parser.add_argument("--io-threads", type=int, default=8, help="threads per Python worker for downloads and uploads (default: %(default)s)")
     parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
     parser.add_argument("--sse-kms-key-id", help="write thumbnails with SSE-KMS under this key id or ARN")
     parser.add_argument("--cache-control", default=S3Settings.cache_control, help="Cache-Control of uploaded thumbnails (default: %(default)s)")
@@ -237,7 +247,14 @@ def _parse_date(text: str) -> dt.datetime:
 
 
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
-    limits = Limits(args.max_source_bytes, args.max_pages, args.max_pixels)
+    limits = Limits(
+        max_source_bytes=args.max_source_bytes,
+        max_pages=args.max_pages,
+        max_pixels=args.max_pixels,
+        timeout_seconds=args.timeout_seconds,
+        memory_bytes=args.max_memory_mb << 20,
+        recycle_after=args.recycle_after,
+    )
     options = RenderOptions(
         pages=parse_pages(args.pages),
         sizes=parse_sizes(args.sizes),
@@ -264,6 +281,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         retry_failed=args.retry_failed,
         wave_size=args.wave_size,
         docs_per_task=args.docs_per_task,
+        isolate=not args.in_process,
+        io_threads=args.io_threads,
     )
     if args.run_id:
         config.run_id = args.run_id

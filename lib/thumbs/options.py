@@ -26,6 +26,12 @@ class Limits:
     max_pixels: int = 40_000_000
     max_page_points: float = 14_400.0 * 16
     """Largest page side accepted, in PDF points (the spec's 14,400 times a generous user unit)."""
+    timeout_seconds: float = 60.0
+    """Wall-clock time one document may spend rendering before its child is killed."""
+    memory_bytes: int = 2 * 1024**3
+    """Resident memory a render child may reach before it is killed (the document is too_large)."""
+    recycle_after: int = 500
+    """Documents a render child handles before it is replaced, to bound slow leaks."""
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,20 @@ document does is allowed to fail the task: every outcome becomes a row with a st
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from thumbs.isolation import RenderPool
 from thumbs.keys import thumbnail_key
 from thumbs.ledger import RESULT_SCHEMA
 from thumbs.logs import configure_logging
@@ -38,41 +43,139 @@ class JobContext:
     s3: S3Settings
     job: str
     run_id: str
+    isolate: bool = True
+    """Render in child processes (see `thumbs.isolation`); off only for tests and benchmarks."""
+    io_threads: int = 8
+    """Threads per Python worker for downloads and uploads, which overlap with rendering."""
+    prefetch: int = 4
+    """Documents fetched ahead of the one rendering; bounds the worker's memory for sources."""
+
+
+Renderer = Callable[[bytes], Rendering]
+
+
+class _Document:
+    """One document's way through fetch, render and upload, building its result row."""
+
+    def __init__(self, ref: ObjectRef, batch_id: int, ctx: JobContext, sequencer: str | None) -> None:
+        self.ref = ref
+        self.ctx = ctx
+        self.batch_id = batch_id
+        self.started = time.perf_counter()
+        self.row = _base_row(ref, batch_id, ctx, sequencer)
+        self.data: bytes | None = None
+        self.rendering: Rendering | None = None
+        self.failed = False
+
+    def fetch(self) -> None:
+        with self._guard():
+            _check_before_fetch(self.ref, self.ctx)
+            start = time.perf_counter()
+            self.data = fetch(self.ref, self.ctx.s3)
+            self.row["fetch_ms"] = _ms_since(start)
+            limit = self.ctx.options.limits.max_source_bytes
+            if len(self.data) > limit:
+                raise DocumentError(
+                    Status.TOO_LARGE, f"{len(self.data)} bytes is over the limit of {limit}", "ByteLimit"
+                )
+
+    def render(self, renderer: Renderer) -> None:
+        if self.failed or self.data is None:
+            return
+        with self._guard():
+            start = time.perf_counter()
+            try:
+                self.rendering = renderer(self.data)
+            finally:
+                self.row["render_ms"] = _ms_since(start)
+                self.data = None
+            self.row["page_count"] = self.rendering.page_count
+
+    def upload(self, sink: ThumbnailSink) -> None:
+        if self.failed or self.rendering is None:
+            return
+        with self._guard():
+            start = time.perf_counter()
+            self.row["thumbnails"] = _upload(self.ref, self.rendering, self.ctx, sink)
+            self.row["upload_ms"] = _ms_since(start)
+            self.row["status"] = Status.OK.value
+            self.rendering = None
+
+    def finish(self) -> dict[str, Any]:
+        self.row["total_ms"] = _ms_since(self.started)
+        return self.row
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn any failure into the row's status; nothing escapes to fail the task."""
+        try:
+            yield
+        except DocumentError as error:
+            self._fail(error.status.value, error.error_class, error.message)
+            log.warning(
+                "document failed run=%s batch=%s uri=%s status=%s error_class=%s message=%s",
+                self.ctx.run_id, self.batch_id, self.ref.uri, error.status.value,
+                error.error_class, error.message,
+            )
+        except Exception as error:  # noqa: BLE001 - a defect must cost one row, not the task
+            self._fail(Status.INTERNAL_ERROR.value, type(error).__name__, str(error))
+            log.exception(
+                "document internal error run=%s batch=%s uri=%s",
+                self.ctx.run_id, self.batch_id, self.ref.uri,
+            )
+
+    def _fail(self, status: str, error_class: str, message: str) -> None:
+        self.failed = True
+        self.row.update(status=status, error_class=error_class, thumbnails=[])
+        self.row["error_message"] = message[:MAX_MESSAGE_CHARS]
 
 
 def process_document(
-    ref: ObjectRef, batch_id: int, ctx: JobContext, sink: ThumbnailSink, sequencer: str | None = None
+    ref: ObjectRef,
+    batch_id: int,
+    ctx: JobContext,
+    sink: ThumbnailSink,
+    sequencer: str | None = None,
+    renderer: Renderer | None = None,
 ) -> dict[str, Any]:
-    """Fetch, render and upload one document; return its result row. Never raises."""
-    started = time.perf_counter()
-    row = _base_row(ref, batch_id, ctx, sequencer)
-    try:
-        _check_before_fetch(ref, ctx)
-        fetch_start = time.perf_counter()
-        data = fetch(ref, ctx.s3)
-        row["fetch_ms"] = _ms_since(fetch_start)
-        if len(data) > ctx.options.limits.max_source_bytes:
-            raise DocumentError(Status.TOO_LARGE, f"{len(data)} bytes is over the limit", "ByteLimit")
-        rendering = render_document(data, ctx.options)
-        row["page_count"] = rendering.page_count
-        row["render_ms"] = sum(rendering.timings.values()) * 1000
-        upload_start = time.perf_counter()
-        row["thumbnails"] = _upload(ref, rendering, ctx, sink)
-        row["upload_ms"] = _ms_since(upload_start)
-        row["status"] = Status.OK.value
-    except DocumentError as error:
-        row.update(status=error.status.value, error_class=error.error_class)
-        row["error_message"] = error.message[:MAX_MESSAGE_CHARS]
-        log.warning(
-            "document failed run=%s batch=%s uri=%s status=%s error_class=%s message=%s",
-            ctx.run_id, batch_id, ref.uri, error.status.value, error.error_class, error.message,
-        )
-    except Exception as error:  # noqa: BLE001 - a defect must cost one row, not the task
-        row.update(status=Status.INTERNAL_ERROR.value, error_class=type(error).__name__)
-        row["error_message"] = str(error)[:MAX_MESSAGE_CHARS]
-        log.exception("document internal error run=%s batch=%s uri=%s", ctx.run_id, batch_id, ref.uri)
-    row["total_ms"] = _ms_since(started)
-    return row
+    """Fetch, render and upload one document, one step after the other; return its result row."""
+    document = _Document(ref, batch_id, ctx, sequencer)
+    document.fetch()
+    document.render(renderer or in_process_renderer(ctx.options))
+    document.upload(sink)
+    return document.finish()
+
+
+def process_documents(
+    documents: list[_Document], sink: ThumbnailSink, renderer: Renderer, io: ThreadPoolExecutor, window: int
+) -> list[dict[str, Any]]:
+    """Render documents in order on this thread while threads fetch ahead and upload behind.
+
+    Rendering is the CPU work and stays on one thread (pdfium is not thread-safe, and the
+    children are the isolation boundary); downloads and uploads wait on the network, so up to
+    `window` of each run alongside it.
+    """
+    pending = iter(documents)
+    fetching: deque[tuple[_Document, Future[None]]] = deque()
+    uploading: deque[tuple[_Document, Future[None]]] = deque()
+    rows = []
+
+    def fetch_ahead() -> None:
+        while len(fetching) < window and (document := next(pending, None)) is not None:
+            fetching.append((document, io.submit(document.fetch)))
+
+    fetch_ahead()
+    while fetching:
+        document, fetched = fetching.popleft()
+        fetched.result()
+        fetch_ahead()
+        document.render(renderer)
+        uploading.append((document, io.submit(document.upload, sink)))
+        while len(uploading) > window or (uploading and not fetching):
+            done, uploaded = uploading.popleft()
+            uploaded.result()
+            rows.append(done.finish())
+    return rows
 
 
 def _check_before_fetch(ref: ObjectRef, ctx: JobContext) -> None:
@@ -140,18 +243,41 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def in_process_renderer(options: RenderOptions) -> Renderer:
+    return lambda data: render_document(data, options)
+
+
+_POOLS: dict[RenderOptions, RenderPool] = {}
+
+
+def pooled_renderer(options: RenderOptions) -> Renderer:
+    """A renderer backed by this process's pool for these options, started on first use.
+
+    Spark reuses Python workers across tasks, so the children outlive a task and their start-up
+    cost is paid once per worker. They end with the worker (they exit when their input closes).
+    """
+    pool = _POOLS.get(options)
+    if pool is None:
+        pool = _POOLS[options] = RenderPool(options)
+        atexit.register(pool.close)
+    return pool.render
+
+
 def render_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The `mapInPandas` function: reference batches in, result-row batches out."""
 
     def render(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         configure_logging()
         sink = sink_for(ctx.dest, ctx.s3)
-        for batch in batches:
-            rows = [
-                process_document(_ref_from(record), int(record["batch_id"]), ctx, sink, record["sequencer"])
-                for record in batch.to_dict("records")
-            ]
-            yield pd.DataFrame(rows, columns=_RESULT_COLUMNS)
+        renderer = pooled_renderer(ctx.options) if ctx.isolate else in_process_renderer(ctx.options)
+        with ThreadPoolExecutor(ctx.io_threads, thread_name_prefix="thumbs-io") as io:
+            for batch in batches:
+                documents = [
+                    _Document(_ref_from(record), int(record["batch_id"]), ctx, record["sequencer"])
+                    for record in batch.to_dict("records")
+                ]
+                rows = process_documents(documents, sink, renderer, io, ctx.prefetch)
+                yield pd.DataFrame(rows, columns=_RESULT_COLUMNS)
 
     return render
 

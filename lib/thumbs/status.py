@@ -24,6 +24,8 @@ class Status(str, Enum):
     MISSING = "missing"
     ACCESS_DENIED = "access_denied"
     INVALID_KEY = "invalid_key"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
     FAILED_TRANSIENT = "failed_transient"
     INTERNAL_ERROR = "internal_error"
 
@@ -91,6 +93,16 @@ STATUS_INFO: dict[Status, StatusInfo] = {
         "The thumbnail key computed from the source key would exceed S3's 1024-byte key limit.",
         False,
         "Shorten the source key or the destination prefix.",
+    ),
+    Status.TIMEOUT: StatusInfo(
+        "Rendering took longer than the per-document timeout; the render child was killed.",
+        False,
+        "Raise the timeout for a run if the document matters; it is often a hostile file.",
+    ),
+    Status.CRASHED: StatusInfo(
+        "The render child died (a signal such as SIGSEGV or SIGABRT) inside pdfium.",
+        False,
+        "Keep the file as a pdfium bug reproduction; the rest of the batch was unaffected.",
     ),
     Status.FAILED_TRANSIENT: StatusInfo(
         "S3 throttling, a 5xx or a timeout persisted after the SDK's retries.",
