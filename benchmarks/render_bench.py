@@ -163,7 +163,7 @@ def isolated_renderer(options: RenderOptions, stack: ExitStack) -> Renderer:
     except ImportError:
         return Renderer("isolated", None, skipped="skipped: thumbs.isolation not available")
     try:
-        pool = stack.enter_context(RenderPool(options, workers=1))
+        pool = stack.enter_context(RenderPool(options, size=1))
     except Exception as error:  # the API is still being written: report, do not crash
         return Renderer("isolated", None, skipped=f"skipped: RenderPool failed: {error!r}")
 

@@ -36,6 +36,10 @@ def test_formats_get_their_usual_extension() -> None:
     assert thumbnail_key("", "b", "k.pdf", 3, 128, "png").endswith("/p3-128.png")
 
 
+def test_high_density_thumbnails_carry_an_at_2x_suffix() -> None:
+    assert thumbnail_key("", "b", "k.pdf", 1, 256, "webp", 2) == "b/k.pdf/p1-256@2x.webp"
+
+
 def test_segments_are_encoded_like_encode_uri_component() -> None:
     assert encode_segment("a+b c") == "a%2Bb%20c"
     assert encode_segment("naïve") == "na%C3%AFve"

@@ -18,7 +18,7 @@ def result_row(key: str, status: str, etag: str = "e1", run: str = "r1") -> dict
         "version_id": None, "sequencer": None, "size_bytes": 100, "last_modified": now,
         "action": "render", "status": status, "error_class": None, "error_message": None,
         "page_count": 1, "thumbnail_root": "s3://thumbs",
-        "thumbnails": [{"key": f"docs/{key}/p1-256.webp", "page": 1, "size": 256, "width": 181,
+        "thumbnails": [{"key": f"docs/{key}/p1-256.webp", "page": 1, "size": 256, "density": 1, "width": 181,
                         "height": 256, "format": "webp", "bytes": 900}] if status == "ok" else [],
         "fetch_ms": 1.0, "render_ms": 2.0, "upload_ms": 3.0, "total_ms": 6.0, "job": "backfill",
         "job_run_id": run, "batch_id": 0, "processed_at": now, "processed_date": now.date(),

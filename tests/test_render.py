@@ -77,6 +77,13 @@ class TestSizes:
         assert decode(thumb.data).format == pil_format
 
 
+    def test_2x_adds_double_density_thumbnails_from_the_same_render(self) -> None:
+        rendering = render(build_pdf([Page(100, 200)]), sizes=(64, 128), densities=(1, 2))
+        assert [(t.size, t.density, t.width, t.height) for t in rendering.thumbnails] == [
+            (128, 2, 128, 256), (128, 1, 64, 128), (64, 2, 64, 128), (64, 1, 32, 64)
+        ]
+
+
 class TestPages:
     PDF = build_pdf([Page() for _ in range(5)])
 
@@ -90,6 +97,17 @@ class TestPages:
 
     def test_more_pages_than_the_document_has(self) -> None:
         assert [t.page for t in render(self.PDF, pages=9).thumbnails] == [1, 2, 3, 4, 5]
+
+    def test_a_blank_first_page_is_skipped_when_asked_and_the_page_recorded(self) -> None:
+        inked = square(10, 10, 50, "0 0 1 rg")
+        pdf = build_pdf([Page(), Page(), Page(content=inked), Page()])
+        assert [t.page for t in render(pdf).thumbnails] == [1]
+        assert [t.page for t in render(pdf, skip_blank=True).thumbnails] == [3]
+        assert [t.page for t in render(pdf, skip_blank=True, pages=2).thumbnails] == [3, 4]
+
+    def test_an_all_blank_document_keeps_its_first_page(self) -> None:
+        pdf = build_pdf([Page(), Page()])
+        assert [t.page for t in render(pdf, skip_blank=True).thumbnails] == [1]
 
     def test_all_pages_stops_at_the_page_limit(self) -> None:
         rendering = render(self.PDF, pages=ALL_PAGES, limits=Limits(max_pages=4))
@@ -127,6 +145,27 @@ class TestPixels:
         assert image.mode == "RGB"
         assert near(pixel(rendering, 0.25, 0.5), (128, 128, 128))
         assert near(pixel(rendering, 0.75, 0.5), (255, 255, 255), 0)
+
+
+    def test_the_background_under_transparency_is_configurable(self) -> None:
+        rendering = render(build_pdf([Page()]), format="png", background=(255, 0, 255))
+        assert near(pixel(rendering, 0.5, 0.5), (255, 0, 255), 0)
+
+    def test_dense_fine_drawings_keep_their_true_coverage_at_thumbnail_scale(self) -> None:
+        # 500 strokes half a point wide, 4 points apart on a 2000-point page: one eighth ink.
+        # Drawn one device pixel wide each at 256 px they would blacken the whole page.
+        strokes = "".join(f"{x} 0 m {x} 2000 l\n" for x in range(0, 2000, 4))
+        pdf = build_pdf([Page(2000, 2000, "0.5 w 0 0 0 RG\n" + strokes + "S\n")])
+        rendering = render(pdf, format="png")
+        grey = decode(rendering.thumbnails[0].data).convert("L")
+        mean = sum(grey.getdata()) / (grey.width * grey.height)
+        assert mean > 150, f"the page came out nearly black (mean grey {mean:.0f})"
+        assert rendering.timings["supersample"] > 0
+
+    def test_dark_pages_by_design_stay_dark(self) -> None:
+        pdf = build_pdf([Page(2000, 2000, square(0, 0, 2000, "0 0 0 rg"))])
+        grey = decode(render(pdf, format="png").thumbnails[0].data).convert("L")
+        assert grey.getextrema() == (0, 0)
 
 
 class TestBadDocuments:

@@ -25,7 +25,15 @@ from pyspark.sql import functions as F
 
 from thumbs import ledger
 from thumbs.logs import configure_logging
-from thumbs.options import ALL_PAGES, FORMATS, Limits, RenderOptions, parse_pages, parse_sizes
+from thumbs.options import (
+    ALL_PAGES,
+    FORMATS,
+    Limits,
+    RenderOptions,
+    parse_colour,
+    parse_pages,
+    parse_sizes,
+)
 from thumbs.pipeline import JobContext, render_partitions
 from thumbs.storage import Location, ObjectRef, S3Settings, list_objects, parse_location
 
@@ -181,7 +189,7 @@ def _refs_frame(spark: SparkSession, wave: list[ObjectRef], wave_id: int) -> Dat
 def estimate_thumbnail_bytes(documents: int, options: RenderOptions) -> int:
     """A rough figure for `--dry-run`: documents x pages x sizes x pixels x bytes per pixel."""
     pages = 10 if options.pages == ALL_PAGES else options.pages
-    pixels = sum(size * size * PAGE_AREA for size in options.sizes)
+    pixels = sum((size * density) ** 2 * PAGE_AREA for size, density in options.targets())
     return int(documents * pages * pixels * BYTES_PER_PIXEL[options.format])
 
 
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="256", help="longest side in pixels, comma-separated for several, e.g. 128,256,512 (default: %(default)s)")
     parser.add_argument("--format", default="webp", choices=sorted(FORMATS), help="thumbnail format (default: %(default)s)")
     parser.add_argument("--quality", type=int, default=80, help="encoder quality for webp and jpeg, 1-100 (default: %(default)s)")
+    parser.add_argument("--2x", dest="retina", action="store_true", help="also write a @2x thumbnail of twice each size, for high-density screens")
+    parser.add_argument("--skip-blank", action="store_true", help="when the first page is blank, start from the first page that is not (the rows record which page)")
+    parser.add_argument("--background", default="#ffffff", help="colour under transparent areas, #rrggbb (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="render at most this many documents in this run")
     parser.add_argument("--since", type=_parse_date, help="only objects modified after this date or time (ISO 8601, UTC if no zone)")
     parser.add_argument("--dry-run", action="store_true", help="list and count what would be rendered, render nothing")
@@ -260,6 +271,9 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         sizes=parse_sizes(args.sizes),
         format=args.format,
         quality=args.quality,
+        background=parse_colour(args.background),
+        densities=(1, 2) if args.retina else (1,),
+        skip_blank=args.skip_blank,
         limits=limits,
     )
     s3 = S3Settings.from_env(

@@ -2,7 +2,7 @@
 
 Layout, under the destination prefix:
 
-    {dest}/{bucket}/{source key, each segment encoded}/p{page}-{size}.{ext}
+    {dest}/{bucket}/{source key, each segment encoded}/p{page}-{size}[@2x].{ext}
 
 for example `s3://docs/2024/Q1 report.pdf`, page 1 at 256 px in WebP, lands at
 `{dest}/docs/2024/Q1%20report.pdf/p1-256.webp`.
@@ -43,14 +43,17 @@ def document_prefix(dest_prefix: str, bucket: str, key: str) -> str:
     return normalise_prefix(dest_prefix) + "/".join(parts) + "/"
 
 
-def thumbnail_name(page: int, size: int, fmt: str) -> str:
-    """The file name of one thumbnail inside its document prefix, e.g. `p1-256.webp`."""
-    return f"p{page}-{size}.{EXTENSIONS[fmt]}"
+def thumbnail_name(page: int, size: int, fmt: str, density: int = 1) -> str:
+    """The file name of one thumbnail in its document prefix: `p1-256.webp`, `p1-256@2x.webp`."""
+    suffix = "" if density == 1 else f"@{density}x"
+    return f"p{page}-{size}{suffix}.{EXTENSIONS[fmt]}"
 
 
-def thumbnail_key(dest_prefix: str, bucket: str, key: str, page: int, size: int, fmt: str) -> str:
+def thumbnail_key(
+    dest_prefix: str, bucket: str, key: str, page: int, size: int, fmt: str, density: int = 1
+) -> str:
     """The full key of one thumbnail; raises `DocumentError(INVALID_KEY)` past S3's key limit."""
-    full = document_prefix(dest_prefix, bucket, key) + thumbnail_name(page, size, fmt)
+    full = document_prefix(dest_prefix, bucket, key) + thumbnail_name(page, size, fmt, density)
     if len(full.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise DocumentError(
             Status.INVALID_KEY,

@@ -21,6 +21,7 @@ THUMBNAIL_TYPE = T.StructType(
         T.StructField("key", T.StringType(), True),
         T.StructField("page", T.IntegerType(), True),
         T.StructField("size", T.IntegerType(), True),
+        T.StructField("density", T.IntegerType(), True),
         T.StructField("width", T.IntegerType(), True),
         T.StructField("height", T.IntegerType(), True),
         T.StructField("format", T.StringType(), True),

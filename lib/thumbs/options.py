@@ -43,6 +43,11 @@ class RenderOptions:
     format: str = "webp"
     quality: int = 80
     background: tuple[int, int, int] = (255, 255, 255)
+    """Colour under transparent page areas (pages are always flattened: thumbnails are opaque)."""
+    densities: tuple[int, ...] = (1,)
+    """Pixel densities to write: `(1, 2)` adds a `@2x` thumbnail of twice each size."""
+    skip_blank: bool = False
+    """When the first page is near-uniform, start from the first page that is not."""
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -52,12 +57,20 @@ class RenderOptions:
             raise ValueError(f"sizes must be between 8 and 4096 pixels, got {self.sizes!r}")
         if self.pages < 0:
             raise ValueError(f"pages must be positive or ALL_PAGES, got {self.pages}")
+        if not self.densities or any(d not in (1, 2, 3) for d in self.densities):
+            raise ValueError(f"densities must be among 1, 2 and 3, got {self.densities!r}")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
 
     @property
     def largest(self) -> int:
-        return max(self.sizes)
+        """The longest side of the biggest bitmap needed: the largest size at the top density."""
+        return max(self.sizes) * max(self.densities)
+
+    def targets(self) -> list[tuple[int, int]]:
+        """Every (size, density) to write, largest pixel count first."""
+        pairs = {(size, density) for size in self.sizes for density in self.densities}
+        return sorted(pairs, key=lambda pair: (-pair[0] * pair[1], pair[1]))
 
     def page_indexes(self, page_count: int) -> range:
         """Zero-based indexes of the pages to render for a document of `page_count` pages."""
@@ -73,6 +86,14 @@ def parse_pages(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"--pages takes a positive number or 'all', not {text!r}")
     return int(text)
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """Parse `--background`: `#rrggbb` or `rrggbb`."""
+    value = text.strip().lstrip("#")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", value):
+        raise ValueError(f"--background takes a colour like #ffffff, not {text!r}")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

@@ -185,7 +185,7 @@ def _check_before_fetch(ref: ObjectRef, ctx: JobContext) -> None:
             Status.TOO_LARGE, f"{ref.size} bytes is over the limit of {limit}", "ByteLimit"
         )
     # The longest name this document could get: fail before spending a render on it.
-    thumbnail_key(ctx.dest.prefix, ref.bucket, ref.key, 10**6, 10**4, ctx.options.format)
+    thumbnail_key(ctx.dest.prefix, ref.bucket, ref.key, 10**6, 10**4, ctx.options.format, 3)
 
 
 def _upload(
@@ -193,13 +193,16 @@ def _upload(
 ) -> list[dict[str, Any]]:
     written = []
     for thumb in rendering.thumbnails:
-        key = thumbnail_key(ctx.dest.prefix, ref.bucket, ref.key, thumb.page, thumb.size, thumb.format)
+        key = thumbnail_key(
+            ctx.dest.prefix, ref.bucket, ref.key, thumb.page, thumb.size, thumb.format, thumb.density
+        )
         sink.put(key, thumb.data, FORMATS[thumb.format])
         written.append(
             {
                 "key": key,
                 "page": thumb.page,
                 "size": thumb.size,
+                "density": thumb.density,
                 "width": thumb.width,
                 "height": thumb.height,
                 "format": thumb.format,

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pypdfium2 as pdfium
-from PIL import Image
+from PIL import Image, ImageStat
 
 from thumbs.options import RenderOptions
 from thumbs.status import DocumentError, Status
@@ -44,7 +44,9 @@ class Thumbnail:
     page: int
     """One-based page number."""
     size: int
-    """The requested longest side, in pixels."""
+    """The requested longest side, in CSS pixels."""
+    density: int
+    """Device pixels per CSS pixel: 1, or 2 for a `@2x` thumbnail of twice the size."""
     width: int
     height: int
     format: str
@@ -58,7 +60,7 @@ class Rendering:
     page_count: int
     thumbnails: list[Thumbnail]
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step: open, load_page, render, convert, encode."""
+    """Seconds spent in each step: open, load_page, render, convert, supersample, encode."""
 
 
 class _Stopwatch:
@@ -90,13 +92,46 @@ def render_document(data: bytes, options: RenderOptions) -> Rendering:
         if page_count < 1:
             raise DocumentError(Status.CORRUPT, "the document has no pages", "NoPages")
         thumbnails: list[Thumbnail] = []
-        for index in options.page_indexes(page_count):
-            image = _render_page(pdf, index, options, watch)
+        indexes = list(options.page_indexes(page_count))
+        images = [_render_page(pdf, index, options, watch) for index in indexes[:1]]
+        if options.skip_blank and indexes:
+            indexes, images = _skip_blank_pages(pdf, page_count, indexes, images[0], options, watch)
+        for position, index in enumerate(indexes):
+            image = images[position] if position < len(images) else _render_page(pdf, index, options, watch)
             with watch.step("encode"):
                 thumbnails.extend(_encode_sizes(image, index + 1, options))
         return Rendering(page_count, thumbnails, watch.seconds)
     finally:
         pdf.close()
+
+
+BLANK_SPREAD = 3.0
+"""Standard deviation of grey levels under which a page counts as blank (near-uniform)."""
+BLANK_SEARCH = 10
+"""Pages looked at, at most, for the first page that is not blank."""
+
+
+def _skip_blank_pages(
+    pdf: pdfium.PdfDocument,
+    page_count: int,
+    indexes: list[int],
+    first: Image.Image,
+    options: RenderOptions,
+    watch: _Stopwatch,
+) -> tuple[list[int], list[Image.Image]]:
+    """Move the run of pages forward past a blank first page; keep it if every page is blank."""
+    index, image = indexes[0], first
+    while _is_blank(image) and index + 1 < min(page_count, BLANK_SEARCH):
+        index += 1
+        image = _render_page(pdf, index, options, watch)
+    if _is_blank(image):
+        return indexes, [first]
+    shifted = [i + index - indexes[0] for i in indexes if i + index - indexes[0] < page_count]
+    return shifted, [image]
+
+
+def _is_blank(image: Image.Image) -> bool:
+    return ImageStat.Stat(image.convert("L")).stddev[0] < BLANK_SPREAD
 
 
 def _open(data: bytes) -> pdfium.PdfDocument:
@@ -138,9 +173,60 @@ def _render_page(
                 image = bitmap.to_pil().convert("RGB")
         finally:
             bitmap.close()
-        return image
+        with watch.step("supersample"):
+            return _lighten_dense_page(page, image, scale, options)
     finally:
         page.close()
+
+
+DENSE_DARKNESS = 100
+"""Mean grey level under which a small-scale render is suspected of pdfium's hairline blackout."""
+SUPERSAMPLE_FACTORS = (4, 8)
+SUPERSAMPLE_PIXELS = 16_000_000
+"""Most pixels a supersampled render may use, to keep the extra cost bounded."""
+SMALL_SCALE = 0.5
+"""Below this scale (device pixels per point), strokes narrower than 2 points go under a pixel."""
+
+
+def _lighten_dense_page(
+    page: pdfium.PdfPage, image: Image.Image, scale: float, options: RenderOptions
+) -> Image.Image:
+    """Re-render a suspiciously dark, finely drawn page at a higher scale and box-filter it down.
+
+    pdfium draws every stroke and glyph outline at least one device pixel wide. On a large page
+    of thousands of fine marks rendered to a thumbnail, those pixels cover everything and the
+    page comes out nearly black, where poppler or MuPDF show the drawing. Rendering at 4x or 8x
+    and averaging blocks of pixels restores the true coverage. Only dark pages at small scales
+    pay for it, and only while each step makes the page clearly lighter: a page that is dark
+    by design stays as it was after one extra render.
+    """
+    if scale >= SMALL_SCALE:
+        return image
+    darkness = ImageStat.Stat(image.convert("L")).mean[0]
+    if darkness >= DENSE_DARKNESS:
+        return image
+    budget = min(SUPERSAMPLE_PIXELS, options.limits.max_pixels)
+    for factor in SUPERSAMPLE_FACTORS:
+        if image.width * image.height * factor * factor > budget:
+            break
+        bitmap = page.render(
+            scale=scale * factor,
+            fill_color=(*options.background, 255),
+            rev_byteorder=True,
+            draw_annots=True,
+            may_draw_forms=True,
+        )
+        try:
+            candidate = bitmap.to_pil().convert("RGB").resize(image.size, Image.Resampling.BOX)
+        finally:
+            bitmap.close()
+        lighter = ImageStat.Stat(candidate.convert("L")).mean[0]
+        if lighter < darkness * 1.15 + 4:
+            break
+        image, darkness = candidate, lighter
+        if darkness >= DENSE_DARKNESS * 1.5:
+            break
+    return image
 
 
 def _scale_for(width: float, height: float, index: int, options: RenderOptions) -> float:
@@ -173,10 +259,13 @@ def _scale_for(width: float, height: float, index: int, options: RenderOptions) 
 
 def _encode_sizes(image: Image.Image, page: int, options: RenderOptions) -> list[Thumbnail]:
     thumbnails = []
-    for size in sorted(options.sizes, reverse=True):
-        scaled = image if size == options.largest else _reduce(image, size)
+    for size, density in options.targets():
+        pixels = size * density
+        scaled = image if pixels == options.largest else _reduce(image, pixels)
         data = encode(scaled, options.format, options.quality)
-        thumbnails.append(Thumbnail(page, size, scaled.width, scaled.height, options.format, data))
+        thumbnails.append(
+            Thumbnail(page, size, density, scaled.width, scaled.height, options.format, data)
+        )
     return thumbnails
 
 
