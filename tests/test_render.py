@@ -241,6 +241,11 @@ class TestCorpus:
             checked += 1
         assert checked >= 25
 
+    def test_a_failure_without_a_code_is_not_mistaken_for_the_previous_files(self) -> None:
+        folder = corpus_folder("pdfium")
+        assert status_of((folder / "encrypted.pdf").read_bytes()) is Status.PASSWORD_REQUIRED
+        assert status_of((folder / "circular_viewer_ref.pdf").read_bytes()) is Status.CORRUPT
+
     def test_every_pdfium_test_file_ends_in_a_result_or_a_typed_status(self) -> None:
         folder = corpus_folder("pdfium")
         outcomes: dict[str, int] = {}

@@ -61,8 +61,8 @@ class BackfillConfig:
     dry_run: bool = False
     all_objects: bool = False
     retry_failed: bool = False
-    wave_size: int = 20_000
-    docs_per_task: int = 64
+    wave_size: int = 50_000
+    docs_per_task: int = 256
     isolate: bool = True
     io_threads: int = 8
     run_id: str = field(default_factory=lambda: new_run_id("backfill"))
@@ -154,7 +154,7 @@ def _run_wave(
     if count == 0 or config.dry_run:
         log.info("backfill wave run=%s batch=%d listed=%d to_render=%d", config.run_id, wave_id, len(wave), count)
         return
-    partitions = max(spark.sparkContext.defaultParallelism, math.ceil(count / config.docs_per_task))
+    partitions = task_count(count, spark.sparkContext.defaultParallelism, config.docs_per_task)
     results = todo.repartition(partitions).mapInPandas(render_partitions(context), ledger.RESULT_SCHEMA)
     ledger.append(results, config.table)
     counts = ledger.status_counts(
@@ -167,6 +167,15 @@ def _run_wave(
         "backfill wave run=%s batch=%d listed=%d rendered=%d statuses=%s seconds=%.1f docs_per_s=%.1f",
         config.run_id, wave_id, len(wave), count, counts, seconds, count / max(seconds, 1e-9),
     )
+
+
+def task_count(documents: int, cores: int, docs_per_task: int) -> int:
+    """Tasks for a wave: about `docs_per_task` each, but at least two per core while documents last.
+
+    Large tasks amortise Spark's per-task cost (a few tenths of a second); two tasks per core
+    keep every core busy when a wave is small or one task draws the slow documents.
+    """
+    return max(1, min(documents, max(2 * cores, math.ceil(documents / docs_per_task))))
 
 
 def _refs_frame(spark: SparkSession, wave: list[ObjectRef], wave_id: int) -> DataFrame:
@@ -235,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="list and count what would be rendered, render nothing")
     parser.add_argument("--all-objects", action="store_true", help="consider every object, not only keys ending in .pdf (others end as not_pdf)")
     parser.add_argument("--retry-failed", action="store_true", help="render again versions whose earlier row is a permanent failure")
-    parser.add_argument("--wave-size", type=int, default=20_000, help="documents listed per wave, the unit of progress and of resumption (default: %(default)s)")
-    parser.add_argument("--docs-per-task", type=int, default=64, help="documents per Spark task (default: %(default)s)")
+    parser.add_argument("--wave-size", type=int, default=50_000, help="documents listed per wave, the unit of progress and of resumption (default: %(default)s)")
+    parser.add_argument("--docs-per-task", type=int, default=256, help="documents per Spark task, fewer when a wave would not fill every core twice (default: %(default)s)")
     parser.add_argument("--max-source-bytes", type=int, default=Limits.max_source_bytes, help="skip larger sources as too_large, checked before download (default: %(default)s)")
     parser.add_argument("--max-pages", type=int, default=Limits.max_pages, help="most pages rendered per document (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one page bitmap (default: %(default)s)")

@@ -8,8 +8,9 @@ the memory cap is killed and replaced, and the document gets a `crashed`, `timeo
 `too_large` status saying what was seen. Children are also replaced after `recycle_after`
 documents, to bound slow leaks.
 
-Wire protocol, both ways: an 8-byte big-endian length, then a pickle. The parent sends
-`(data, options)`; the child answers `("ok", Rendering)` or `("error", status, message, class)`.
+Wire protocol: frames of an 8-byte big-endian length and a body. The parent's first frame is the
+pickled `RenderOptions`, then one frame per document holding the PDF bytes as they are; the
+child answers each with a pickle of `("ok", Rendering)` or `("error", status, message, class)`.
 The child's standard output is reserved for the protocol; anything pdfium prints goes to stderr.
 """
 
@@ -62,10 +63,10 @@ class RenderPool:
         if child is None or child.handled >= self.options.limits.recycle_after:
             if child is not None:
                 child.close()
-            child = _Child(self.entry, self.options.limits.memory_bytes)
+            child = _Child(self.entry, self.options)
             self._children[slot] = child
         try:
-            return child.render(data, self.options)
+            return child.render(data)
         except _ChildLost as lost:
             self._children[slot] = None
             raise lost.error from None
@@ -92,11 +93,12 @@ class _ChildLost(Exception):
 
 
 class _Child:
-    def __init__(self, entry: str, memory_bytes: int) -> None:
-        self.memory_bytes = memory_bytes
+    def __init__(self, entry: str, options: RenderOptions) -> None:
+        self.options = options
+        self.memory_bytes = options.limits.memory_bytes
         self.handled = 0
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        address_space = memory_bytes * _ADDRESS_SPACE_FACTOR
+        address_space = self.memory_bytes * _ADDRESS_SPACE_FACTOR
         self.process = subprocess.Popen(
             [sys.executable, "-m", "thumbs.isolation", entry, str(address_space)],
             stdin=subprocess.PIPE,
@@ -107,18 +109,24 @@ class _Child:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._to_child: BinaryIO = self.process.stdin
         self._from_child = self.process.stdout.fileno()
+        log.info("render child started pid=%d worker_pid=%d", self.process.pid, os.getpid())
         self._rss_path = f"/proc/{self.process.pid}/statm"
         self._page_size = os.sysconf("SC_PAGE_SIZE")
+        self._send(pickle.dumps(options, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def render(self, data: bytes, options: RenderOptions) -> Rendering:
+    def _send(self, body: bytes) -> None:
+        self._to_child.write(_HEADER.pack(len(body)))
+        self._to_child.write(body)
+        self._to_child.flush()
+
+    def render(self, data: bytes) -> Rendering:
         self.handled += 1
-        payload = pickle.dumps((data, options), protocol=pickle.HIGHEST_PROTOCOL)
+        started = time.monotonic()
         try:
-            self._to_child.write(_HEADER.pack(len(payload)) + payload)
-            self._to_child.flush()
+            self._send(data)
         except (BrokenPipeError, OSError):
-            raise self._lost(time.monotonic()) from None
-        answer = self._receive(time.monotonic() + options.limits.timeout_seconds, options)
+            raise self._lost(started) from None
+        answer = self._receive(started + self.options.limits.timeout_seconds, self.options)
         if answer[0] == "ok":
             return answer[1]  # type: ignore[no-any-return]
         _, status, message, error_class = answer
@@ -205,8 +213,9 @@ def _serve(entry: str, address_space: int) -> None:
     module, _, name = entry.partition(":")
     render: Callable[[bytes, RenderOptions], Rendering] = getattr(importlib.import_module(module), name)
     logging.getLogger("pypdfium2").setLevel(logging.ERROR)
+    options = pickle.loads(requests.read(_HEADER.unpack(requests.read(_HEADER.size))[0]))
     while header := requests.read(_HEADER.size):
-        data, options = pickle.loads(requests.read(_HEADER.unpack(header)[0]))
+        data = requests.read(_HEADER.unpack(header)[0])
         answer = _answer(render, data, options)
         payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         answers.write(_HEADER.pack(len(payload)) + payload)

@@ -33,7 +33,7 @@ _OPEN_ERRORS: dict[int, tuple[Status, str]] = {
         "the document uses an unsupported security handler",
     ),
     pdfium.raw.FPDF_ERR_FORMAT: (Status.CORRUPT, "the file is not a readable PDF"),
-    pdfium.raw.FPDF_ERR_FILE: (Status.CORRUPT, "the file could not be read as a PDF"),
+    pdfium.raw.FPDF_ERR_FILE: (Status.CORRUPT, "pdfium could not load the file and gave no reason"),
 }
 
 
@@ -134,7 +134,19 @@ def _is_blank(image: Image.Image) -> bool:
     return ImageStat.Stat(image.convert("L")).stddev[0] < BLANK_SPREAD
 
 
+def _mark_last_error() -> None:
+    """Set pdfium's last-error code to "file error", which loading from memory never produces.
+
+    The code is process-wide and some failed loads leave it untouched, so after a
+    password-protected file the next broken file would read as password-protected too (seen with
+    the corpus' `*_viewer_ref.pdf` files, which fail without a code). A successful load does not
+    clear it either; a failed open of an empty path sets a value we can recognise as "no code".
+    """
+    pdfium.raw.FPDF_LoadDocument(b"", None)
+
+
 def _open(data: bytes) -> pdfium.PdfDocument:
+    _mark_last_error()
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as error:
