@@ -213,7 +213,7 @@ def _log_summary(config: BackfillConfig, report: BackfillReport) -> None:
         return
     rate = report.rendered / max(report.seconds, 1e-9)
     log.info(
-        "backfill done run=%s listed=%d not_pdf=%d already_done=%d rendered=%d statuses=%s "
+        "backfill done run=%s listed=%d skipped_non_pdf_keys=%d already_done=%d rendered=%d statuses=%s "
         "seconds=%.1f docs_per_s=%.2f",
         report.run_id, report.listed, report.not_pdf_skipped, report.already_done, report.rendered,
         report.statuses, report.seconds, rate,
