@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from thumbs import ledger
 from thumbs.logs import configure_logging
+from thumbs.spark import tune_for_small_batches
 from thumbs.options import (
     ALL_PAGES,
     FORMATS,
@@ -322,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     spark = SparkSession.builder.appName(f"thumbs-{config.run_id}").getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    tune_for_small_batches(spark)
     run_backfill(spark, config)
     spark.stop()
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from thumbs.isolation import RenderPool
-from thumbs.keys import thumbnail_key
+from thumbs.keys import document_prefix, thumbnail_key
 from thumbs.ledger import RESULT_SCHEMA
 from thumbs.logs import configure_logging
 from thumbs.options import FORMATS, RenderOptions
@@ -287,15 +287,45 @@ def render_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Ite
 
 def _ref_from(record: dict[str, Any]) -> ObjectRef:
     modified = record.get("last_modified")
+    size = record.get("size_bytes")
     return ObjectRef(
         bucket=record["source_bucket"],
         key=record["source_key"],
         uri=record["source_uri"],
-        etag=record["etag"],
-        size=int(record["size_bytes"]),
+        etag=_none_if_missing(record["etag"]) or "",
+        size=0 if size is None or pd.isna(size) else int(size),
         last_modified=None if modified is None or pd.isna(modified) else modified,
         version_id=_none_if_missing(record.get("version_id")),
     )
+
+
+def delete_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The `mapInPandas` function for removed sources: delete their thumbnails, one row each."""
+
+    def delete(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        configure_logging()
+        sink = sink_for(ctx.dest, ctx.s3)
+        for batch in batches:
+            rows = [_delete_document(record, ctx, sink) for record in batch.to_dict("records")]
+            yield pd.DataFrame(rows, columns=_RESULT_COLUMNS)
+
+    return delete
+
+
+def _delete_document(record: dict[str, Any], ctx: JobContext, sink: ThumbnailSink) -> dict[str, Any]:
+    document = _Document(_ref_from(record), int(record["batch_id"]), ctx, record["sequencer"])
+    document.row["action"] = "delete"
+    with document._guard():
+        start = time.perf_counter()
+        prefix = document_prefix(ctx.dest.prefix, document.ref.bucket, document.ref.key)
+        removed = sink.delete_prefix(prefix)
+        document.row["upload_ms"] = _ms_since(start)
+        document.row["status"] = Status.DELETED.value
+        log.info(
+            "document deleted run=%s batch=%s uri=%s thumbnails_removed=%d",
+            ctx.run_id, document.batch_id, document.ref.uri, removed,
+        )
+    return document.finish()
 
 
 def _none_if_missing(value: Any) -> Any:

@@ -29,11 +29,24 @@ LOCAL_CONF: dict[str, str] = {
 }
 
 
+def kafka_connector_version(spark_version: str) -> str:
+    """The Kafka connector release to pair with a Spark release: the same minor line, patch 0.
+
+    The connector's 4.0.1 and 4.0.2 releases depend on `spark-token-provider-kafka` releases that
+    Maven Central, as our machines reach it, does not serve, so resolution fails; 4.0.0 resolves
+    completely and speaks the same protocol to the same Spark 4.0 line. On EMR the cluster's own
+    connector is used instead (see README, Deployment).
+    """
+    major, minor, *_ = spark_version.split(".")
+    return f"{major}.{minor}.0"
+
+
 def jvm_packages(*, kafka: bool = False) -> list[str]:
     """Maven coordinates of the connectors matching the installed pyspark and delta-spark."""
     packages = [f"io.delta:delta-spark_{SCALA_BINARY}:{version('delta-spark')}"]
     if kafka:
-        packages.append(f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{version('pyspark')}")
+        connector = kafka_connector_version(version("pyspark"))
+        packages.append(f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{connector}")
     return packages
 
 
@@ -58,6 +71,14 @@ def local_session(app_name: str = "thumbs", *, kafka: bool = False, cores: int =
     for key, value in {**DELTA_CONF, **LOCAL_CONF, **conf}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def tune_for_small_batches(spark) -> None:  # type: ignore[no-untyped-def]
+    """Fit shuffles to the cluster unless the user chose: Spark's default of 200 partitions
+    turns each small grouping of a micro-batch or wave into 200 tasks."""
+    if spark.conf.get("spark.sql.shuffle.partitions") == "200":
+        parallelism = spark.sparkContext.defaultParallelism
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * parallelism)))
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ class Status(str, Enum):
     """What happened to one document version."""
 
     OK = "ok"
+    DELETED = "deleted"
     PASSWORD_REQUIRED = "password_required"
     UNSUPPORTED_SECURITY = "unsupported_security"
     CORRUPT = "corrupt"
@@ -45,6 +46,11 @@ class StatusInfo:
 STATUS_INFO: dict[Status, StatusInfo] = {
     Status.OK: StatusInfo(
         "Every requested page was rendered and every thumbnail uploaded.",
+        False,
+        "Nothing.",
+    ),
+    Status.DELETED: StatusInfo(
+        "The source was deleted (an ObjectRemoved event); its thumbnails were removed.",
         False,
         "Nothing.",
     ),
@@ -119,7 +125,7 @@ STATUS_INFO: dict[Status, StatusInfo] = {
 FINAL_STATUSES: frozenset[Status] = frozenset(s for s, info in STATUS_INFO.items() if not info.retried)
 """Statuses a later run does not retry: the document version is done, well or badly."""
 
-FAILURE_STATUSES: frozenset[Status] = frozenset(s for s in Status if s is not Status.OK)
+FAILURE_STATUSES: frozenset[Status] = frozenset(Status) - {Status.OK, Status.DELETED}
 
 
 class DocumentError(Exception):

@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from thumbs.keys import normalise_prefix
 from thumbs.status import DocumentError, Status
@@ -228,6 +228,8 @@ def classify_s3_error(error: Exception, doing: str) -> DocumentError:
         if code in ("AccessDenied", "AllAccessDisabled", "KMS.AccessDeniedException") or http == 403:
             return DocumentError(Status.ACCESS_DENIED, f"{doing}: {code}", code)
         return DocumentError(Status.FAILED_TRANSIENT, f"{doing}: {code} (HTTP {http})", code)
+    if isinstance(error, NoCredentialsError):
+        return DocumentError(Status.ACCESS_DENIED, f"{doing}: no AWS credentials found", "NoCredentialsError")
     return DocumentError(Status.FAILED_TRANSIENT, f"{doing}: {error}", type(error).__name__)
 
 
