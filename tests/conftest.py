@@ -110,3 +110,21 @@ def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
     name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{time.time_ns() % 10**6}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka broker (KRaft) started by the project's own script; yields bootstrap servers."""
+    data = tmp_path_factory.mktemp("kafka")
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(_free_port()),
+        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KAFKA_DATA_DIR": str(data),
+    }
+    script = str(REPO / "scripts" / "kafka.sh")
+    subprocess.run([script, "start"], env=env, check=True, timeout=300, stdout=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{env['KAFKA_PORT']}"
+    finally:
+        subprocess.run([script, "stop"], env=env, timeout=120, stdout=subprocess.DEVNULL)

@@ -71,7 +71,7 @@ def test_anything_else_is_malformed_with_a_reason() -> None:
         b'{"Records": [{"eventName": "ObjectCreated:Put"}]}': "missing or wrong",
         b'{"Records": [{"eventName": "ObjectRestore:Post", "s3": {}}]}': "missing or wrong",
         b"\xff\xfe": "not JSON",
-        b"x" * (2 << 20): "over",
+        b"x" * (300 << 10): "over",
     }
     for value, reason in cases.items():
         (event,) = parse_message(value)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-MAX_MESSAGE_BYTES = 1 << 20
-"""Messages larger than this are malformed: no genuine S3 event comes near it."""
+MAX_MESSAGE_BYTES = 256 << 10
+"""Messages larger than this are malformed: a genuine S3 event is a few kilobytes."""
 
 SEQUENCER_WIDTH = 32
 

@@ -231,16 +231,15 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
         is_pdf = _pdf_filter(config.pdf_suffixes)
         non_pdf = objects.where(~is_pdf).count() if config.pdf_suffixes else 0
         latest = latest_per_object(objects.where(is_pdf))
-        todo = drop_already_handled(spark, config.table, latest).persist()
-        results = _render_and_delete(spark, config, todo, batch_id).persist()
-        try:
-            ledger.ensure_table(spark, config.table)
-            ledger.append(results, config.table, txn=(config.app_id, batch_id))
-            summary = _summarise(results)
-            _dead_letter_transient(config, results, batch_id)
-        finally:
-            results.unpersist()
-            todo.unpersist()
+        # Materialised before anything is written: the decision of what to render reads the
+        # ledger, and must not be re-evaluated against rows this batch has just appended, nor
+        # may a lazy re-evaluation render the documents a second time.
+        todo = drop_already_handled(spark, config.table, latest).localCheckpoint()
+        results = _render_and_delete(spark, config, todo, batch_id).localCheckpoint()
+        ledger.ensure_table(spark, config.table)
+        ledger.append(results, config.table, txn=(config.app_id, batch_id))
+        summary = _summarise(results)
+        _dead_letter_transient(config, results, batch_id)
     finally:
         events.unpersist()
     log.info(
