@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQueryListener
 
 from thumbs import ledger
 from thumbs.backfill import new_run_id, task_count
-from thumbs.events import SEQUENCER_WIDTH, parse_message, s3_notification
+from thumbs.events import parse_message, s3_notification, sequencer_order
 from thumbs.logs import configure_logging
 from thumbs.spark import tune_for_small_batches
 from thumbs.options import FORMATS, Limits, RenderOptions, parse_colour, parse_sizes
@@ -48,6 +48,8 @@ from thumbs.storage import Location, S3Settings, parse_location
 log = logging.getLogger("thumbs.stream")
 
 LOCAL_S3_ENDPOINT = "http://127.0.0.1:9000"
+HISTORY_CHUNK = 5000
+"""Keys per ledger lookup; Spark turns a list this long into a hash-set filter."""
 """The local S3-compatible server `scripts/services.sh` starts, used by the embedded default."""
 
 EVENT_SCHEMA = T.StructType(
@@ -150,98 +152,100 @@ def parse_partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield pd.DataFrame(rows, columns=EVENT_SCHEMA.fieldNames())
 
 
-def _padded(column: str) -> F.Column:
-    return F.lpad(F.coalesce(F.col(column), F.lit("")), SEQUENCER_WIDTH, "0")
-
-
-def latest_per_object(events: DataFrame) -> DataFrame:
+def latest_per_object(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One event per (bucket, key): the latest by sequencer, then by Kafka position."""
-    order = Window.partitionBy("bucket", "key").orderBy(
-        _padded("sequencer").desc(), F.col("partition").desc(), F.col("offset").desc()
-    )
-    return events.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        object_id = (event["bucket"], event["key"])
+        current = latest.get(object_id)
+        if current is None or _position(event) > _position(current):
+            latest[object_id] = event
+    return list(latest.values())
 
 
-def drop_already_handled(spark: SparkSession, table: str, events: DataFrame) -> DataFrame:
-    """Drop events the ledger already answers: a redelivered version, or an older event."""
-    if not ledger.table_exists(spark, table):
-        return events
-    keys = events.select(F.col("bucket").alias("source_bucket"), F.col("key").alias("source_key"))
-    latest = (
-        ledger.read(spark, table)
-        .select("source_bucket", "source_key", "etag", "action", "status", "sequencer", "processed_at")
-        .join(F.broadcast(keys.distinct()), ["source_bucket", "source_key"], "left_semi")
-        .withColumn(
-            "_rank",
-            F.row_number().over(
-                Window.partitionBy("source_bucket", "source_key").orderBy(F.col("processed_at").desc())
-            ),
-        )
-        .where("_rank = 1")
-        .select(
-            F.col("source_bucket").alias("_bucket"),
-            F.col("source_key").alias("_key"),
-            F.col("etag").alias("_etag"),
-            F.col("action").alias("_action"),
-            F.col("status").alias("_status"),
-            _padded("sequencer").alias("_sequencer"),
-        )
-    )
-    final = sorted(s.value for s in FINAL_STATUSES)
-    joined = events.join(
-        latest, (events.bucket == latest._bucket) & (events.key == latest._key), "left"
-    )
-    redelivered = (
-        (F.col("kind") == "created")
-        & (F.col("_action") == "render")
-        & F.col("_status").isin(final)
-        & (F.col("_etag") == F.col("etag"))
-    )
-    already_removed = (F.col("kind") == "removed") & (F.col("_action") == "delete")
-    older = F.col("_sequencer") > _padded("sequencer")
-    keep = F.col("_bucket").isNull() | ~(redelivered | already_removed | older)
-    return joined.where(keep).select(*events.columns)
+def _position(event: dict[str, Any]) -> tuple[str, int, int]:
+    return (sequencer_order(event["sequencer"]), event["partition"], event["offset"])
 
 
-def _as_refs(events: DataFrame, batch_id: int) -> DataFrame:
-    return events.select(
-        F.col("bucket").alias("source_bucket"),
-        F.col("key").alias("source_key"),
-        F.concat(F.lit("s3://"), F.col("bucket"), F.lit("/"), F.col("key")).alias("source_uri"),
-        F.col("etag"),
-        F.col("version_id"),
-        F.col("sequencer"),
-        F.col("size").alias("size_bytes"),
-        F.col("event_time").alias("last_modified"),
-        F.lit(batch_id).cast("long").alias("batch_id"),
-    )
+def still_to_do(events: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop events the ledger already answers: a redelivered version, or an older event.
+
+    `history` holds ledger rows for the same objects; only each object's most recent row counts.
+    """
+    final = {s.value for s in FINAL_STATUSES}
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in history:
+        object_id = (row["source_bucket"], row["source_key"])
+        if object_id not in newest or row["processed_at"] > newest[object_id]["processed_at"]:
+            newest[object_id] = row
+    kept = []
+    for event in events:
+        row = newest.get((event["bucket"], event["key"]))
+        if row is not None:
+            if sequencer_order(row["sequencer"]) > sequencer_order(event["sequencer"]):
+                continue  # an older event than what the ledger already reflects
+            if event["kind"] == "created" and row["action"] == "render" and row["status"] in final and row["etag"] == event["etag"]:
+                continue  # this version is done: a redelivery
+            if event["kind"] == "removed" and row["action"] == "delete":
+                continue  # already removed
+        kept.append(event)
+    return kept
+
+
+def ledger_history(spark: SparkSession, table: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger rows of the objects these events name (a filtered read, no shuffle)."""
+    keys = sorted({event["key"] for event in events})
+    rows: list[dict[str, Any]] = []
+    columns = ["source_bucket", "source_key", "etag", "action", "status", "sequencer", "processed_at"]
+    for start in range(0, len(keys), HISTORY_CHUNK):
+        chunk = keys[start : start + HISTORY_CHUNK]
+        found = ledger.read(spark, table).where(F.col("source_key").isin(chunk)).select(*columns)
+        rows.extend(row.asDict() for row in found.collect())
+    return rows
 
 
 def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, batch_id: int) -> None:
-    """One micro-batch, from Kafka records to committed ledger rows. Safe to replay."""
+    """One micro-batch, from Kafka records to committed ledger rows. Safe to replay.
+
+    Each step is materialised before the next reads it: the decision of what to render reads the
+    ledger and must not be re-evaluated after this batch appends to it, and a lazy re-evaluation
+    must never render a document twice. The batch's few thousand events at most fit the driver.
+    """
     started = time.perf_counter()
     log.info("stream batch start run=%s batch=%d", config.run_id, batch_id)
     records = batch.select("topic", "partition", "offset", "timestamp", "value")
-    events = records.mapInPandas(parse_partitions, EVENT_SCHEMA).persist()
-    try:
-        counts = {r["kind"]: r["count"] for r in events.groupBy("kind").count().collect()}
-        _quarantine(spark, config, events.where("kind = 'malformed'"), batch_id, counts)
-
-        objects = events.where(F.col("kind").isin("created", "removed"))
-        is_pdf = _pdf_filter(config.pdf_suffixes)
-        non_pdf = objects.where(~is_pdf).count() if config.pdf_suffixes else 0
-        latest = latest_per_object(objects.where(is_pdf))
-        # Materialised before anything is written: the decision of what to render reads the
-        # ledger, and must not be re-evaluated against rows this batch has just appended, nor
-        # may a lazy re-evaluation render the documents a second time.
-        todo = drop_already_handled(spark, config.table, latest).localCheckpoint()
+    events = (
+        records.mapInPandas(parse_partitions, EVENT_SCHEMA)
+        .withColumn("is_pdf", _pdf_filter(config.pdf_suffixes))
+        .localCheckpoint()
+    )
+    steps = {"parse": time.perf_counter() - started}
+    parsed = [row.asDict() for row in events.drop("value").collect()]
+    counts: dict[str, int] = {}
+    for row in parsed:
+        counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+    if counts.get("malformed"):
+        _quarantine(spark, config, events.where("kind = 'malformed'"), batch_id)
+    objects = [row for row in parsed if row["kind"] in ("created", "removed")]
+    non_pdf = sum(1 for row in objects if not row["is_pdf"])
+    latest = latest_per_object([row for row in objects if row["is_pdf"]])
+    steps["count"] = time.perf_counter() - started
+    todo = still_to_do(latest, ledger_history(spark, config.table, latest)) if latest else []
+    steps["plan"] = time.perf_counter() - started
+    summary: dict[str, Any] = {"rendered": 0, "deleted": 0, "failures": {}, "pages": 0}
+    if todo:
         results = _render_and_delete(spark, config, todo, batch_id).localCheckpoint()
-        ledger.ensure_table(spark, config.table)
+        steps["render"] = time.perf_counter() - started
         ledger.append(results, config.table, txn=(config.app_id, batch_id))
-        summary = _summarise(results)
-        _dead_letter_transient(config, results, batch_id)
-    finally:
-        events.unpersist()
+        steps["commit"] = time.perf_counter() - started
+        outcomes = results.select(
+            "action", "status", "source_bucket", "source_key", "etag", "size_bytes", "sequencer",
+            "version_id", "error_message", F.size(F.array_distinct("thumbnails.page")).alias("pages"),
+        ).collect()
+        summary = _summarise(outcomes)
+        _dead_letter_transient(spark, config, outcomes, batch_id)
+    log.debug("stream batch steps run=%s batch=%d seconds_since_start=%s", config.run_id, batch_id,
+              {name: round(seconds, 2) for name, seconds in steps.items()})
     log.info(
         "stream batch done run=%s batch=%d events=%d malformed=%d test_events=%d non_pdf=%d "
         "rendered=%d deleted=%d failures=%s pages=%d seconds=%.1f",
@@ -261,36 +265,43 @@ def _pdf_filter(suffixes: tuple[str, ...]) -> F.Column:
     return condition
 
 
-def _render_and_delete(spark: SparkSession, config: StreamConfig, todo: DataFrame, batch_id: int) -> DataFrame:
+def _render_and_delete(spark: SparkSession, config: StreamConfig, todo: list[Any], batch_id: int) -> DataFrame:
     ctx = config.context()
-    created = _as_refs(todo.where("kind = 'created'"), batch_id)
-    removed = _as_refs(todo.where("kind = 'removed'"), batch_id)
-    documents = created.count()
-    partitions = task_count(documents, spark.sparkContext.defaultParallelism, config.docs_per_task)
-    rendered = created.repartition(partitions).mapInPandas(render_partitions(ctx), ledger.RESULT_SCHEMA)
-    deleted = removed.mapInPandas(delete_partitions(ctx), ledger.RESULT_SCHEMA)
+    created = [_ref_row(event, batch_id) for event in todo if event["kind"] == "created"]
+    removed = [_ref_row(event, batch_id) for event in todo if event["kind"] == "removed"]
+    partitions = task_count(len(created), spark.sparkContext.defaultParallelism, config.docs_per_task)
+    references = spark.sparkContext.parallelize(created, partitions)  # spread without a shuffle
+    rendered = spark.createDataFrame(references, ledger.REF_SCHEMA).mapInPandas(
+        render_partitions(ctx), ledger.RESULT_SCHEMA
+    )
+    deleted = spark.createDataFrame(removed, ledger.REF_SCHEMA).mapInPandas(
+        delete_partitions(ctx), ledger.RESULT_SCHEMA
+    )
     return rendered.unionByName(deleted)
 
 
-def _summarise(results: DataFrame) -> dict[str, Any]:
-    rows = results.groupBy("action", "status").agg(
-        F.count("*").alias("documents"),
-        F.sum(F.size(F.array_distinct(F.col("thumbnails.page")))).alias("pages"),
-    ).collect()
-    failures = {r["status"]: r["documents"] for r in rows if r["status"] not in ("ok", "deleted")}
+def _ref_row(event: Any, batch_id: int) -> tuple[Any, ...]:
+    """A document reference (in `ledger.REF_SCHEMA` order) for one object event."""
+    return (
+        event["bucket"], event["key"], f"s3://{event['bucket']}/{event['key']}", event["etag"],
+        event["version_id"], event["sequencer"], event["size"], event["event_time"], batch_id,
+    )
+
+
+def _summarise(outcomes: list[Any]) -> dict[str, Any]:
+    failures: dict[str, int] = {}
+    for row in outcomes:
+        if row["status"] not in (Status.OK.value, Status.DELETED.value):
+            failures[row["status"]] = failures.get(row["status"], 0) + 1
     return {
-        "rendered": sum(r["documents"] for r in rows if r["action"] == "render"),
-        "deleted": sum(r["documents"] for r in rows if r["status"] == "deleted"),
+        "rendered": sum(1 for row in outcomes if row["action"] == "render"),
+        "deleted": sum(1 for row in outcomes if row["status"] == Status.DELETED.value),
         "failures": failures,
-        "pages": sum(r["pages"] or 0 for r in rows),
+        "pages": sum(max(row["pages"], 0) for row in outcomes),
     }
 
 
-def _quarantine(
-    spark: SparkSession, config: StreamConfig, malformed: DataFrame, batch_id: int, counts: dict[str, int]
-) -> None:
-    if not counts.get("malformed"):
-        return
+def _quarantine(spark: SparkSession, config: StreamConfig, malformed: DataFrame, batch_id: int) -> None:
     rows = malformed.select(
         "topic", "partition", "offset", "kafka_timestamp", "reason", "value",
         F.lit(config.run_id).alias("job_run_id"),
@@ -314,14 +325,11 @@ def _quarantine(
         _publish(config, rows.select(F.col("value"), headers.alias("headers")))
 
 
-def _dead_letter_transient(config: StreamConfig, results: DataFrame, batch_id: int) -> None:
+def _dead_letter_transient(spark: SparkSession, config: StreamConfig, outcomes: list[Any], batch_id: int) -> None:
     """Publish a replayable S3 notification for each document that failed transiently."""
-    if not config.dead_letter_topic:
+    failed = [row for row in outcomes if row["status"] == Status.FAILED_TRANSIENT.value]
+    if not config.dead_letter_topic or not failed:
         return
-    failed = results.where(F.col("status") == Status.FAILED_TRANSIENT.value).collect()
-    if not failed:
-        return
-    spark = results.sparkSession
     messages = [
         (
             json.dumps(
@@ -502,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         config.run_id, config.bootstrap_servers, config.topic, config.dest.uri(), config.table,
         config.checkpoint, config.trigger,
     )
+    ledger.ensure_table(spark, config.table)
     query = start(spark, config)
     query.awaitTermination()
     print(f"thumbnails: {config.dest.uri()}")
