@@ -117,7 +117,10 @@ def test_no_arguments_renders_the_bundled_samples_into_out(spark: Any, tmp_path:
 
 def test_limit_and_since(spark: Any, tmp_path: Path) -> None:
     table = tmp_path / "results"
-    backfill("--dest", str(tmp_path / "t"), "--table", str(table), "--limit", "3")
+    output = backfill("--dest", str(tmp_path / "t"), "--table", str(table), "--limit", "3")
+    assert "already_done=0 rendered=3" in output
     assert spark.read.format("delta").load(str(table)).count() == 3
+    output = backfill("--dest", str(tmp_path / "t"), "--table", str(table), "--dry-run")
+    assert "3 already done, 8 to render" in output
     output = backfill("--table", str(table), "--since", "2999-01-01", "--dry-run")
     assert "0 objects listed" in output

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.pdfs import Page, build_pdf
 from thumbs.isolation import RenderPool
 from thumbs.options import Limits, RenderOptions
 from thumbs.status import DocumentError, Status
+
+from tests.pdfs import Page, build_pdf
 
 GOOD = build_pdf([Page(200, 100)])
 

@@ -9,12 +9,12 @@ from typing import Any
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image
-
-from tests.conftest import SAMPLES, corpus_folder
-from tests.pdfs import TRANSPARENCY, Page, build_pdf, square
 from thumbs.options import ALL_PAGES, Limits, RenderOptions
 from thumbs.render import Rendering, render_document
 from thumbs.status import DocumentError, Status
+
+from tests.conftest import SAMPLES, corpus_folder
+from tests.pdfs import TRANSPARENCY, Page, build_pdf, square
 
 
 def render(data: bytes, **options: Any) -> Rendering:
@@ -40,7 +40,7 @@ def pixel(rendering: Rendering, x: float, y: float) -> tuple[int, ...]:
 
 
 def near(colour: tuple[int, ...], expected: tuple[int, int, int], tolerance: int = 12) -> bool:
-    return all(abs(a - b) <= tolerance for a, b in zip(colour, expected))
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, expected, strict=True))
 
 
 class TestSizes:

@@ -24,18 +24,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from thumbs import ledger
+from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_path
 from thumbs.logs import configure_logging
-from thumbs.spark import tune_for_small_batches
-from thumbs.options import (
-    ALL_PAGES,
-    FORMATS,
-    Limits,
-    RenderOptions,
-    parse_colour,
-    parse_pages,
-    parse_sizes,
-)
+from thumbs.options import ALL_PAGES, RenderOptions
 from thumbs.pipeline import JobContext, render_partitions
+from thumbs.spark import tune_for_small_batches
 from thumbs.storage import Location, ObjectRef, S3Settings, list_objects, parse_location
 
 log = logging.getLogger("thumbs.backfill")
@@ -144,12 +137,12 @@ def _run_wave(
     report: BackfillReport,
 ) -> None:
     wave_start = time.perf_counter()
-    todo = _refs_frame(spark, wave, wave_id).join(done, ledger.VERSION_KEY, "left_anti")
-    if remaining is not None:
-        todo = todo.limit(remaining)
-    todo = todo.localCheckpoint()
-    count, size = todo.agg(F.count("*"), F.coalesce(F.sum("size_bytes"), F.lit(0))).first()  # type: ignore[misc]
+    todo = _refs_frame(spark, wave, wave_id).join(done, ledger.VERSION_KEY, "left_anti").localCheckpoint()
+    count = todo.count()
     report.already_done += len(wave) - count
+    if remaining is not None and count > remaining:
+        todo, count = todo.limit(remaining).localCheckpoint(), remaining
+    size = todo.agg(F.coalesce(F.sum("size_bytes"), F.lit(0))).first()[0]  # type: ignore[index]
     report.to_render += count
     report.source_bytes += size
     if count == 0 or config.dry_run:
@@ -207,7 +200,7 @@ def _log_summary(config: BackfillConfig, report: BackfillReport) -> None:
     if config.dry_run:
         estimate = estimate_thumbnail_bytes(report.to_render, config.options)
         print(
-            f"dry run: {report.listed} objects listed, {report.not_pdf_skipped} not PDF, "
+            f"dry run: {report.listed} objects listed, {report.not_pdf_skipped} without a .pdf name, "
             f"{report.already_done} already done, {report.to_render} to render "
             f"({report.source_bytes} source bytes, about {estimate} thumbnail bytes to write)"
         )
@@ -231,15 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "With no arguments, renders the bundled samples into ./out/.",
     )
     parser.add_argument("--source", help="s3://bucket/prefix/ or a local folder (default: bundled samples)")
-    parser.add_argument("--dest", default="out/thumbnails", help="s3://bucket/prefix/ or a local folder for thumbnails (default: %(default)s)")
-    parser.add_argument("--table", default="out/results", help="path or s3:// URL of the Delta results table (default: %(default)s)")
-    parser.add_argument("--pages", default="1", help="pages per document: a count of leading pages, or 'all' (default: %(default)s)")
-    parser.add_argument("--sizes", default="256", help="longest side in pixels, comma-separated for several, e.g. 128,256,512 (default: %(default)s)")
-    parser.add_argument("--format", default="webp", choices=sorted(FORMATS), help="thumbnail format (default: %(default)s)")
-    parser.add_argument("--quality", type=int, default=80, help="encoder quality for webp and jpeg, 1-100 (default: %(default)s)")
-    parser.add_argument("--2x", dest="retina", action="store_true", help="also write a @2x thumbnail of twice each size, for high-density screens")
-    parser.add_argument("--skip-blank", action="store_true", help="when the first page is blank, start from the first page that is not (the rows record which page)")
-    parser.add_argument("--background", default="#ffffff", help="colour under transparent areas, #rrggbb (default: %(default)s)")
+    add_shared_arguments(parser)
     parser.add_argument("--limit", type=int, help="render at most this many documents in this run")
     parser.add_argument("--since", type=_parse_date, help="only objects modified after this date or time (ISO 8601, UTC if no zone)")
     parser.add_argument("--dry-run", action="store_true", help="list and count what would be rendered, render nothing")
@@ -247,17 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-failed", action="store_true", help="render again versions whose earlier row is a permanent failure")
     parser.add_argument("--wave-size", type=int, default=50_000, help="documents listed per wave, the unit of progress and of resumption (default: %(default)s)")
     parser.add_argument("--docs-per-task", type=int, default=256, help="documents per Spark task, fewer when a wave would not fill every core twice (default: %(default)s)")
-    parser.add_argument("--max-source-bytes", type=int, default=Limits.max_source_bytes, help="skip larger sources as too_large, checked before download (default: %(default)s)")
-    parser.add_argument("--max-pages", type=int, default=Limits.max_pages, help="most pages rendered per document (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one page bitmap (default: %(default)s)")
-    parser.add_argument("--timeout-seconds", type=float, default=Limits.timeout_seconds, help="wall-clock limit to render one document; past it the document ends as timeout (default: %(default)s)")
-    parser.add_argument("--max-memory-mb", type=int, default=Limits.memory_bytes >> 20, help="resident memory a render child may reach; past it the document ends as too_large (default: %(default)s)")
-    parser.add_argument("--recycle-after", type=int, default=Limits.recycle_after, help="documents a render child handles before it is replaced (default: %(default)s)")
-    parser.add_argument("--in-process", action="store_true", help="render in the Python worker itself, without child processes (debugging only: a hostile PDF can then kill the task)")
-    parser.add_argument("--io-threads", type=int, default=8, help="threads per Python worker for downloads and uploads (default: %(default)s)")
-    parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
-    parser.add_argument("--sse-kms-key-id", help="write thumbnails with SSE-KMS under this key id or ARN")
-    parser.add_argument("--cache-control", default=S3Settings.cache_control, help="Cache-Control of uploaded thumbnails (default: %(default)s)")
     parser.add_argument("--run-id", help="identifier recorded in job_run_id (default: generated)")
     return parser
 
@@ -268,30 +242,9 @@ def _parse_date(text: str) -> dt.datetime:
 
 
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
-    limits = Limits(
-        max_source_bytes=args.max_source_bytes,
-        max_pages=args.max_pages,
-        max_pixels=args.max_pixels,
-        timeout_seconds=args.timeout_seconds,
-        memory_bytes=args.max_memory_mb << 20,
-        recycle_after=args.recycle_after,
-    )
-    options = RenderOptions(
-        pages=parse_pages(args.pages),
-        sizes=parse_sizes(args.sizes),
-        format=args.format,
-        quality=args.quality,
-        background=parse_colour(args.background),
-        densities=(1, 2) if args.retina else (1,),
-        skip_blank=args.skip_blank,
-        limits=limits,
-    )
-    s3 = S3Settings.from_env(
-        endpoint_url=args.s3_endpoint_url,
-        sse_kms_key_id=args.sse_kms_key_id,
-        cache_control=args.cache_control,
-    )
-    table = args.table if args.table.startswith(("s3://", "s3a://")) else str(Path(args.table).resolve())
+    options = render_options(args)
+    s3 = s3_settings(args)
+    table = table_path(args.table)
     config = BackfillConfig(
         source=parse_location(args.source or str(SAMPLES)),
         dest=parse_location(args.dest),

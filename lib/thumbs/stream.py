@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,11 +36,12 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from thumbs import ledger
 from thumbs.backfill import new_run_id, task_count
+from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_path
 from thumbs.events import parse_message, s3_notification, sequencer_order
 from thumbs.logs import configure_logging
-from thumbs.spark import tune_for_small_batches
-from thumbs.options import FORMATS, Limits, RenderOptions, parse_colour, parse_sizes
+from thumbs.options import RenderOptions
 from thumbs.pipeline import JobContext, delete_partitions, render_partitions
+from thumbs.spark import tune_for_small_batches
 from thumbs.status import FINAL_STATUSES, Status
 from thumbs.storage import Location, S3Settings, parse_location
 
@@ -416,8 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: the local broker, 127.0.0.1:9092)")
     parser.add_argument("--topic", default="pdf-uploads", help="topic of S3 event notifications or EventBridge events (default: %(default)s)")
-    parser.add_argument("--dest", default="out/thumbnails", help="s3://bucket/prefix/ or a local folder for thumbnails (default: %(default)s)")
-    parser.add_argument("--table", default="out/results", help="the Delta results table (default: %(default)s)")
+    add_shared_arguments(parser)
     parser.add_argument("--checkpoint", default="out/checkpoints/stream", help="the query's checkpoint: Kafka offsets and progress (default: %(default)s)")
     parser.add_argument("--quarantine-table", default="out/quarantine", help="Delta table for malformed messages; 'none' to keep them only in the dead-letter topic (default: %(default)s)")
     parser.add_argument("--dead-letter-topic", help="topic for malformed messages and transient failures (default: TOPIC-dlq; 'none' to disable)")
@@ -427,19 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--starting-offsets", default="earliest", help="where a new checkpoint starts: earliest or latest (default: %(default)s)")
     parser.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE", help="passed to Spark's Kafka source and sink unchanged, e.g. kafka.security.protocol=SASL_SSL; repeatable")
     parser.add_argument("--pdf-suffixes", default=".pdf", help="comma-separated key suffixes that are PDFs; others are skipped and counted; empty for all (default: %(default)s)")
-    parser.add_argument("--sizes", default="256", help="longest side in pixels, comma-separated for several (default: %(default)s)")
-    parser.add_argument("--format", default="webp", choices=sorted(FORMATS), help="thumbnail format (default: %(default)s)")
-    parser.add_argument("--quality", type=int, default=80, help="encoder quality for webp and jpeg (default: %(default)s)")
-    parser.add_argument("--pages", type=int, default=1, help="leading pages to render per document (default: %(default)s)")
-    parser.add_argument("--2x", dest="retina", action="store_true", help="also write @2x thumbnails")
-    parser.add_argument("--background", default="#ffffff", help="colour under transparent areas (default: %(default)s)")
-    parser.add_argument("--max-source-bytes", type=int, default=Limits.max_source_bytes, help="larger sources end as too_large, checked against the event's size before download (default: %(default)s)")
-    parser.add_argument("--timeout-seconds", type=float, default=Limits.timeout_seconds, help="wall-clock limit to render one document (default: %(default)s)")
-    parser.add_argument("--max-memory-mb", type=int, default=Limits.memory_bytes >> 20, help="resident memory a render child may reach (default: %(default)s)")
     parser.add_argument("--docs-per-task", type=int, default=64, help="documents per Spark task within a micro-batch (default: %(default)s)")
-    parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3; with no --bootstrap-servers, the local server)")
-    parser.add_argument("--sse-kms-key-id", help="write thumbnails with SSE-KMS under this key id or ARN")
-    parser.add_argument("--in-process", action="store_true", help="render without child processes (debugging only)")
     return parser
 
 
@@ -448,19 +435,6 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
     endpoint = args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
     if embedded and not endpoint:
         endpoint = LOCAL_S3_ENDPOINT
-    options = RenderOptions(
-        pages=args.pages,
-        sizes=parse_sizes(args.sizes),
-        format=args.format,
-        quality=args.quality,
-        background=parse_colour(args.background),
-        densities=(1, 2) if args.retina else (1,),
-        limits=Limits(
-            max_source_bytes=args.max_source_bytes,
-            timeout_seconds=args.timeout_seconds,
-            memory_bytes=args.max_memory_mb << 20,
-        ),
-    )
     kafka_options = {}
     for item in args.kafka_option:
         key, sep, value = item.partition("=")
@@ -472,25 +446,22 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         bootstrap_servers=args.bootstrap_servers or "127.0.0.1:9092",
         topic=args.topic,
         dest=parse_location(args.dest),
-        table=_table_path(args.table),
-        checkpoint=_table_path(args.checkpoint),
-        quarantine_table=None if args.quarantine_table == "none" else _table_path(args.quarantine_table),
+        table=table_path(args.table),
+        checkpoint=table_path(args.checkpoint),
+        quarantine_table=None if args.quarantine_table == "none" else table_path(args.quarantine_table),
         dead_letter_topic=None if dlq == "none" else dlq,
         trigger=args.trigger,
-        options=options,
-        s3=S3Settings.from_env(endpoint_url=endpoint, sse_kms_key_id=args.sse_kms_key_id),
+        options=render_options(args),
+        s3=s3_settings(args, endpoint),
         max_offsets_per_trigger=args.max_offsets_per_trigger,
         min_partitions=args.min_partitions,
         starting_offsets=args.starting_offsets,
         kafka_options=kafka_options,
         pdf_suffixes=tuple(s.strip() for s in args.pdf_suffixes.split(",") if s.strip()),
         isolate=not args.in_process,
+        io_threads=args.io_threads,
         docs_per_task=args.docs_per_task,
     )
-
-
-def _table_path(text: str) -> str:
-    return text if text.startswith(("s3://", "s3a://")) else str(Path(text).resolve())
 
 
 def main(argv: list[str] | None = None) -> int:
