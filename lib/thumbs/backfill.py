@@ -182,7 +182,7 @@ def _refs_frame(spark: SparkSession, wave: list[ObjectRef], wave_id: int) -> Dat
             "version_id": [r.version_id for r in wave],
             "sequencer": [None] * len(wave),
             "size_bytes": [r.size for r in wave],
-            "last_modified": pd.to_datetime([r.last_modified for r in wave], utc=True),
+            "last_modified": pd.to_datetime(pd.Series([r.last_modified for r in wave]), utc=True),
             "batch_id": [wave_id] * len(wave),
         }
     )

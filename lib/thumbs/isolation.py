@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from thumbs.options import RenderOptions
 from thumbs.render import Rendering
@@ -107,7 +107,7 @@ class _Child:
             close_fds=True,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
-        self._to_child: BinaryIO = self.process.stdin
+        self._to_child: IO[bytes] = self.process.stdin
         self._from_child = self.process.stdout.fileno()
         log.info("render child started pid=%d worker_pid=%d", self.process.pid, os.getpid())
         self._rss_path = f"/proc/{self.process.pid}/statm"

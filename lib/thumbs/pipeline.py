@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +52,8 @@ class JobContext:
 
 
 Renderer = Callable[[bytes], Rendering]
+PartitionFunction = Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]
+"""What `mapInPandas` takes: pandas batches of one partition in, result batches out."""
 
 
 class _Document:
@@ -266,10 +268,10 @@ def pooled_renderer(options: RenderOptions) -> Renderer:
     return pool.render
 
 
-def render_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def render_partitions(ctx: JobContext) -> PartitionFunction:
     """The `mapInPandas` function: reference batches in, result-row batches out."""
 
-    def render(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def render(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         configure_logging()
         sink = sink_for(ctx.dest, ctx.s3)
         renderer = pooled_renderer(ctx.options) if ctx.isolate else in_process_renderer(ctx.options)
@@ -285,7 +287,7 @@ def render_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Ite
     return render
 
 
-def _ref_from(record: dict[str, Any]) -> ObjectRef:
+def _ref_from(record: dict[Any, Any]) -> ObjectRef:
     modified = record.get("last_modified")
     size = record.get("size_bytes")
     return ObjectRef(
@@ -299,10 +301,10 @@ def _ref_from(record: dict[str, Any]) -> ObjectRef:
     )
 
 
-def delete_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def delete_partitions(ctx: JobContext) -> PartitionFunction:
     """The `mapInPandas` function for removed sources: delete their thumbnails, one row each."""
 
-    def delete(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def delete(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         configure_logging()
         sink = sink_for(ctx.dest, ctx.s3)
         for batch in batches:
@@ -312,7 +314,7 @@ def delete_partitions(ctx: JobContext) -> Callable[[Iterator[pd.DataFrame]], Ite
     return delete
 
 
-def _delete_document(record: dict[str, Any], ctx: JobContext, sink: ThumbnailSink) -> dict[str, Any]:
+def _delete_document(record: dict[Any, Any], ctx: JobContext, sink: ThumbnailSink) -> dict[str, Any]:
     document = _Document(_ref_from(record), int(record["batch_id"]), ctx, record["sequencer"])
     document.row["action"] = "delete"
     with document._guard():

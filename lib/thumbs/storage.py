@@ -211,7 +211,8 @@ def _fetch_s3(ref: ObjectRef, settings: S3Settings) -> bytes:
         request["IfMatch"] = f'"{ref.etag}"'
     try:
         response = s3_client(settings).get_object(**request)
-        return response["Body"].read()
+        data: bytes = response["Body"].read()
+        return data
     except (ClientError, BotoCoreError) as error:
         raise classify_s3_error(error, f"reading s3://{ref.bucket}/{ref.key}") from error
 

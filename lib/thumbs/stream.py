@@ -24,15 +24,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from thumbs import ledger
 from thumbs.backfill import new_run_id, task_count
@@ -123,7 +123,7 @@ class StreamConfig:
         )
 
 
-def parse_partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def parse_partitions(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """`mapInPandas`: Kafka records in, one row per event (or per malformed message) out."""
     for batch in batches:
         rows = []
@@ -180,8 +180,9 @@ def still_to_do(events: list[dict[str, Any]], history: list[dict[str, Any]]) -> 
             newest[object_id] = row
     kept = []
     for event in events:
-        row = newest.get((event["bucket"], event["key"]))
-        if row is not None:
+        latest = newest.get((event["bucket"], event["key"]))
+        if latest is not None:
+            row = latest
             if sequencer_order(row["sequencer"]) > sequencer_order(event["sequencer"]):
                 continue  # an older event than what the ledger already reflects
             if event["kind"] == "created" and row["action"] == "render" and row["status"] in final and row["etag"] == event["etag"]:
@@ -255,7 +256,7 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
     )
 
 
-def _pdf_filter(suffixes: tuple[str, ...]) -> F.Column:
+def _pdf_filter(suffixes: tuple[str, ...]) -> Column:
     if not suffixes:
         return F.lit(True)
     key = F.lower(F.col("key"))
