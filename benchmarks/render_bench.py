@@ -45,6 +45,7 @@ except ImportError:
 import PIL  # noqa: E402
 import pypdfium2 as pdfium  # noqa: E402
 from PIL import Image  # noqa: E402
+
 from thumbs.keys import thumbnail_key  # noqa: E402
 from thumbs.options import FORMATS, RenderOptions  # noqa: E402
 from thumbs.render import Rendering, encode, render_document  # noqa: E402

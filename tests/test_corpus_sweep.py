@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from thumbs.status import Status
 
 from tests.conftest import CORPUS, corpus_folder
 from tests.test_backfill_job import backfill
+from thumbs.status import Status
 
 pytestmark = pytest.mark.heavy
 

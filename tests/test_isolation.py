@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+
+from tests.pdfs import Page, build_pdf
 from thumbs.isolation import RenderPool
 from thumbs.options import Limits, RenderOptions
 from thumbs.status import DocumentError, Status
-
-from tests.pdfs import Page, build_pdf
 
 GOOD = build_pdf([Page(200, 100)])
 
@@ -66,3 +69,19 @@ def test_children_are_recycled_after_a_number_of_documents() -> None:
             assert child is not None
             pids.append(child.process.pid)
     assert len(set(pids)) == 3 and pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+
+
+def test_children_stay_under_an_address_space_limit_they_inherit() -> None:
+    # Spark's spark.executor.pyspark.memory puts such a limit on Python workers; a child asking
+    # for more than it inherited would fail to start and every document would end as crashed.
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from tests.pdfs import Page, build_pdf\n"
+        "from thumbs.isolation import RenderPool\n"
+        "from thumbs.options import RenderOptions\n"
+        "with RenderPool(RenderOptions()) as pool:\n"
+        "    print(pool.render(build_pdf([Page()])).page_count)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "1", done.stderr[-2000:]

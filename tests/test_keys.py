@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 
 import pytest
+
 from thumbs.keys import MAX_KEY_BYTES, document_prefix, encode_segment, thumbnail_key
 from thumbs.status import DocumentError, Status
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from chispa import assert_df_equality
 from PIL import Image
+
+from tests.pdfs import Page, build_pdf
 from thumbs import ledger, pipeline
 from thumbs.options import Limits, RenderOptions
 from thumbs.pipeline import JobContext, process_document, render_partitions
 from thumbs.storage import FolderSink, ObjectRef, S3Settings, parse_location
-
-from tests.pdfs import Page, build_pdf
 
 
 def local_ref(path: Path, root: Path) -> ObjectRef:

@@ -9,12 +9,12 @@ from typing import Any
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image
-from thumbs.options import ALL_PAGES, Limits, RenderOptions
-from thumbs.render import Rendering, render_document
-from thumbs.status import DocumentError, Status
 
 from tests.conftest import SAMPLES, corpus_folder
 from tests.pdfs import TRANSPARENCY, Page, build_pdf, square
+from thumbs.options import ALL_PAGES, Limits, RenderOptions
+from thumbs.render import Rendering, render_document
+from thumbs.status import DocumentError, Status
 
 
 def render(data: bytes, **options: Any) -> Rendering:

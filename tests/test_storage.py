@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from thumbs.status import DocumentError, Status
 from thumbs.storage import (
     FolderSink,

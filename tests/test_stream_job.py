@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from PIL import Image
+
+from tests.conftest import REPO, S3_ENV, SAMPLES
 from thumbs.events import s3_notification
 from thumbs.keys import document_prefix
 from thumbs.publish import next_sequencer
-
-from tests.conftest import REPO, S3_ENV, SAMPLES
 
 pytestmark = pytest.mark.heavy
 

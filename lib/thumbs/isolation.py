@@ -206,6 +206,11 @@ def _serve(entry: str, address_space: int) -> None:
     """The child's loop: read a document, render it, answer; exit at end of input."""
     import resource
 
+    # Never above a limit the child inherited (Spark's spark.executor.pyspark.memory sets one on
+    # Python workers): an unprivileged process cannot raise its hard limit.
+    _, inherited = resource.getrlimit(resource.RLIMIT_AS)
+    if inherited != resource.RLIM_INFINITY:
+        address_space = min(address_space, inherited)
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from native code must not corrupt the protocol

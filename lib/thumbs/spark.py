@@ -34,8 +34,8 @@ def kafka_connector_version(spark_version: str) -> str:
 
     The connector's 4.0.1 and 4.0.2 releases depend on `spark-token-provider-kafka` releases that
     Maven Central, as our machines reach it, does not serve, so resolution fails; 4.0.0 resolves
-    completely and speaks the same protocol to the same Spark 4.0 line. On EMR the cluster's own
-    connector is used instead (see README, Deployment).
+    completely and speaks the same protocol to the same Spark 4.0 line. The EMR steps use the
+    same coordinates (emr/deploy.py).
     """
     major, minor, *_ = spark_version.split(".")
     return f"{major}.{minor}.0"

@@ -39,6 +39,7 @@ from thumbs.backfill import new_run_id, task_count
 from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_path
 from thumbs.events import parse_message, s3_notification, sequencer_order
 from thumbs.logs import configure_logging
+from thumbs.metrics import publish_batch_metrics
 from thumbs.options import RenderOptions
 from thumbs.pipeline import JobContext, delete_partitions, render_partitions
 from thumbs.spark import tune_for_small_batches
@@ -108,6 +109,7 @@ class StreamConfig:
     isolate: bool = True
     io_threads: int = 8
     docs_per_task: int = 64
+    cloudwatch_namespace: str | None = None
     run_id: str = field(default_factory=lambda: new_run_id("stream"))
 
     @property
@@ -245,6 +247,9 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
         ).collect()
         summary = _summarise(outcomes)
         _dead_letter_transient(spark, config, outcomes, batch_id)
+    seconds = time.perf_counter() - started
+    if config.cloudwatch_namespace:
+        _publish_metrics(config, batch_id, summary, seconds)
     log.debug("stream batch steps run=%s batch=%d seconds_since_start=%s", config.run_id, batch_id,
               {name: round(seconds, 2) for name, seconds in steps.items()})
     log.info(
@@ -252,8 +257,19 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
         "rendered=%d deleted=%d failures=%s pages=%d seconds=%.1f",
         config.run_id, batch_id, counts.get("created", 0) + counts.get("removed", 0),
         counts.get("malformed", 0), counts.get("test", 0), non_pdf, summary["rendered"],
-        summary["deleted"], summary["failures"], summary["pages"], time.perf_counter() - started,
+        summary["deleted"], summary["failures"], summary["pages"], seconds,
     )
+
+
+def _publish_metrics(config: StreamConfig, batch_id: int, summary: dict[str, Any], seconds: float) -> None:
+    """Batch metrics to CloudWatch; a lost data point is logged, never allowed to stop the stream."""
+    try:
+        publish_batch_metrics(
+            config.cloudwatch_namespace or "", "stream", batch_id,
+            summary["rendered"] + summary["deleted"], summary["pages"], summary["failures"], seconds,
+        )
+    except Exception as error:  # noqa: BLE001 - metrics are best effort
+        log.warning("batch metrics not sent run=%s batch=%d error=%r", config.run_id, batch_id, error)
 
 
 def _pdf_filter(suffixes: tuple[str, ...]) -> Column:
@@ -426,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-partitions", type=int, help="Spark partitions to read Kafka into, at least (default: one per Kafka partition)")
     parser.add_argument("--starting-offsets", default="earliest", help="where a new checkpoint starts: earliest or latest (default: %(default)s)")
     parser.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE", help="passed to Spark's Kafka source and sink unchanged, e.g. kafka.security.protocol=SASL_SSL; repeatable")
+    parser.add_argument("--cloudwatch-namespace", help="publish each batch's documents, pages, failures by class and duration to CloudWatch under this namespace")
     parser.add_argument("--pdf-suffixes", default=".pdf", help="comma-separated key suffixes that are PDFs; others are skipped and counted; empty for all (default: %(default)s)")
     parser.add_argument("--docs-per-task", type=int, default=64, help="documents per Spark task within a micro-batch (default: %(default)s)")
     return parser
@@ -462,6 +479,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         isolate=not args.in_process,
         io_threads=args.io_threads,
         docs_per_task=args.docs_per_task,
+        cloudwatch_namespace=args.cloudwatch_namespace,
     )
 
 
