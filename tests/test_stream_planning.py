@@ -50,3 +50,23 @@ def test_only_the_newest_ledger_row_counts() -> None:
     rows = [history("x", minutes=0), history("x", action="delete", status="deleted", sequencer="0B", minutes=5)]
     assert still_to_do([event("x", sequencer="0C")], rows) != []  # re-uploaded after a delete
     assert still_to_do([event("x", kind="removed", sequencer="0C")], rows) == []
+
+
+def test_batch_metrics_reach_cloudwatch_and_a_failure_never_stops_the_batch(monkeypatch: Any) -> None:
+    from thumbs import stream
+
+    sent: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(stream, "publish_batch_metrics", lambda *args: sent.append(args))
+    config = type("Config", (), {"cloudwatch_namespace": "Thumbs", "run_id": "r"})()
+    summary = {"rendered": 3, "deleted": 1, "pages": 5, "failures": {"corrupt": 1}}
+    stream._publish_metrics(config, 7, summary, 2.5)  # type: ignore[arg-type]
+    assert sent == [("Thumbs", "stream", 7, 4, 5, {"corrupt": 1}, 2.5)]
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("throttled")
+
+    warnings: list[str] = []
+    monkeypatch.setattr(stream, "publish_batch_metrics", broken)
+    monkeypatch.setattr(stream.log, "warning", lambda message, *args: warnings.append(message % args))
+    stream._publish_metrics(config, 8, summary, 1.0)  # type: ignore[arg-type]
+    assert warnings == ["batch metrics not sent run=r batch=8 error=RuntimeError('throttled')"]
