@@ -28,7 +28,7 @@ from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_
 from thumbs.logs import configure_logging
 from thumbs.options import ALL_PAGES, RenderOptions
 from thumbs.pipeline import JobContext, render_partitions
-from thumbs.spark import tune_for_small_batches
+from thumbs.spark import job_session
 from thumbs.storage import Location, ObjectRef, S3Settings, list_objects, parse_location
 
 log = logging.getLogger("thumbs.backfill")
@@ -274,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))
-    spark = SparkSession.builder.appName(f"thumbs-{config.run_id}").getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    tune_for_small_batches(spark)
+    spark = job_session(config.run_id)
     run_backfill(spark, config)
     spark.stop()
     return 0

@@ -81,6 +81,16 @@ def tune_for_small_batches(spark) -> None:  # type: ignore[no-untyped-def]
         spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * parallelism)))
 
 
+def job_session(run_id: str):  # type: ignore[no-untyped-def]
+    """The session a job runs in, configured by spark-submit, named after the run."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(f"thumbs-{run_id}").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    tune_for_small_batches(spark)
+    return spark
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["packages"]:
         print(",".join(jvm_packages(kafka="--kafka" in argv)))

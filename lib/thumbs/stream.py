@@ -42,7 +42,7 @@ from thumbs.logs import configure_logging
 from thumbs.metrics import publish_batch_metrics
 from thumbs.options import RenderOptions
 from thumbs.pipeline import JobContext, delete_partitions, render_partitions
-from thumbs.spark import tune_for_small_batches
+from thumbs.spark import job_session
 from thumbs.status import FINAL_STATUSES, Status
 from thumbs.storage import Location, S3Settings, parse_location
 
@@ -491,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))
-    spark = SparkSession.builder.appName(f"thumbs-{config.run_id}").getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    tune_for_small_batches(spark)
+    spark = job_session(config.run_id)
     spark.streams.addListener(ProgressLogger())
     log.info(
         "stream start run=%s bootstrap=%s topic=%s dest=%s table=%s checkpoint=%s trigger=%s",
