@@ -70,7 +70,7 @@ class _Document:
         self.failed = False
 
     def fetch(self) -> None:
-        with self._guard():
+        with self.guarded():
             _check_before_fetch(self.ref, self.ctx)
             start = time.perf_counter()
             self.data = fetch(self.ref, self.ctx.s3)
@@ -84,7 +84,7 @@ class _Document:
     def render(self, renderer: Renderer) -> None:
         if self.failed or self.data is None:
             return
-        with self._guard():
+        with self.guarded():
             start = time.perf_counter()
             try:
                 self.rendering = renderer(self.data)
@@ -96,7 +96,7 @@ class _Document:
     def upload(self, sink: ThumbnailSink) -> None:
         if self.failed or self.rendering is None:
             return
-        with self._guard():
+        with self.guarded():
             start = time.perf_counter()
             self.row["thumbnails"] = _upload(self.ref, self.rendering, self.ctx, sink)
             self.row["upload_ms"] = _ms_since(start)
@@ -108,7 +108,7 @@ class _Document:
         return self.row
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
+    def guarded(self) -> Iterator[None]:
         """Turn any failure into the row's status; nothing escapes to fail the task."""
         try:
             yield
@@ -317,7 +317,7 @@ def delete_partitions(ctx: JobContext) -> PartitionFunction:
 def _delete_document(record: dict[Any, Any], ctx: JobContext, sink: ThumbnailSink) -> dict[str, Any]:
     document = _Document(_ref_from(record), int(record["batch_id"]), ctx, record["sequencer"])
     document.row["action"] = "delete"
-    with document._guard():
+    with document.guarded():
         start = time.perf_counter()
         prefix = document_prefix(ctx.dest.prefix, document.ref.bucket, document.ref.key)
         removed = sink.delete_prefix(prefix)
