@@ -1,0 +1,66 @@
+"""The documented queries, run against a table a real backfill of the bundled samples built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLES
+from thumbs import queries
+from thumbs.backfill import BackfillConfig, run_backfill
+from thumbs.options import RenderOptions
+from thumbs.storage import S3Settings, parse_location
+
+
+@pytest.fixture(scope="module")
+def results(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    work = tmp_path_factory.mktemp("queries")
+    config = BackfillConfig(
+        source=parse_location(str(SAMPLES)), dest=parse_location(str(work / "thumbs")),
+        table=str(work / "results"), options=RenderOptions(pages=2), s3=S3Settings(),
+    )
+    run_backfill(spark, config)
+    return queries.table_reference(str(Path(config.table)))
+
+
+def test_failures_by_class_and_day(spark: Any, results: str) -> None:
+    rows = queries.run(spark, "failures_by_class_and_day", results).collect()
+    assert {(r.status, r.documents) for r in rows} == {
+        ("password_required", 1), ("corrupt", 1), ("invalid_page", 1), ("not_pdf", 1)
+    }
+
+
+def test_throughput_and_render_time_percentiles_per_hour(spark: Any, results: str) -> None:
+    rows = queries.run(spark, "throughput_per_hour", results).collect()
+    assert sum(r.documents for r in rows) == 11
+    ok = spark.sql(f"SELECT page_count FROM {results} WHERE status = 'ok'").collect()
+    assert sum(r.thumbnails for r in rows) == sum(min(r.page_count, 2) for r in ok)  # --pages 2
+    assert all(0 < r.render_ms_p50 <= r.render_ms_p95 <= r.render_ms_p99 for r in rows)
+
+
+def test_slowest_documents_come_first(spark: Any, results: str) -> None:
+    times = [r.render_ms for r in queries.run(spark, "slowest_documents", results).collect()]
+    assert times == sorted(times, reverse=True) and len(times) == 11
+
+
+def test_latest_versions_without_thumbnails_are_the_failures(spark: Any, results: str) -> None:
+    keys = {r.source_key for r in queries.run(spark, "latest_version_without_thumbnails", results).collect()}
+    assert keys == {
+        "sample-files/libreoffice-writer-password.pdf", "pdfium/bug_298.pdf",
+        "pdfium/cropped_no_overlap.pdf", "not-a-pdf.pdf",
+    }
+
+
+def test_thumbnail_bytes_per_prefix(spark: Any, results: str) -> None:
+    rows = {r.prefix: r for r in queries.run(spark, "thumbnail_bytes_per_prefix", results).collect()}
+    assert rows["sample-files/"].documents == 6 and rows["pdfium/"].documents == 1
+    assert all(r.thumbnail_bytes > 0 for r in rows.values())
+
+
+def test_unknown_names_and_unsafe_paths_are_refused(spark: Any) -> None:
+    with pytest.raises(ValueError, match="no query named"):
+        queries.run(spark, "nope", "t")
+    with pytest.raises(ValueError, match="backtick"):
+        queries.table_reference("a`b")
