@@ -64,3 +64,23 @@ def test_unknown_names_and_unsafe_paths_are_refused(spark: Any) -> None:
         queries.run(spark, "nope", "t")
     with pytest.raises(ValueError, match="backtick"):
         queries.table_reference("a`b")
+
+
+def test_the_contact_sheet_has_one_tile_per_document(spark: Any, results: str) -> None:
+    from thumbs.contact_sheet import CAPTION, TILE, draw_sheet, latest_documents
+
+    table = results.removeprefix("delta.`").removesuffix("`")
+    documents = latest_documents(spark, table, None, 100)
+    assert len(documents) == 11
+    sheet = draw_sheet(documents, 4, S3Settings())
+    assert sheet.size == (4 * TILE, 3 * (TILE + CAPTION))
+    grey = sheet.convert("L")
+    inked = [
+        index for index in range(len(documents))
+        if grey.crop(((index % 4) * TILE + 8, (index // 4) * (TILE + CAPTION) + 8,
+                      (index % 4 + 1) * TILE - 8, (index // 4) * (TILE + CAPTION) + TILE - 8)
+                     ).getextrema()[0] < 250
+    ]
+    assert [documents[i]["status"] for i in inked] == ["ok"] * 7, "a thumbnail in each ok tile only"
+    ok_only = latest_documents(spark, table, "status = 'ok'", 100)
+    assert len(ok_only) == 7
