@@ -43,10 +43,12 @@ def sample_files_index() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from thumbs.spark import local_session
 
-    session = local_session("thumbs-tests", cores=2)
+    # Databases the tests create (catalog registration) go under a temporary folder, not the repo.
+    warehouse = str(tmp_path_factory.mktemp("warehouse"))
+    session = local_session("thumbs-tests", cores=2, **{"spark.sql.warehouse.dir": warehouse})
     session.sparkContext.setLogLevel("WARN")
     yield session
     session.stop()
@@ -128,3 +130,22 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{env['KAFKA_PORT']}"
     finally:
         subprocess.run([script, "stop"], env=env, timeout=120, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def sample_results(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of a results table built by a real backfill of the bundled samples (two pages each).
+
+    Shared by the query, validation and notebook tests; they read it and never write to it.
+    """
+    from thumbs.backfill import BackfillConfig, run_backfill
+    from thumbs.options import RenderOptions
+    from thumbs.storage import S3Settings, parse_location
+
+    work = tmp_path_factory.mktemp("sample-results")
+    config = BackfillConfig(
+        source=parse_location(str(SAMPLES)), dest=parse_location(str(work / "thumbs")),
+        table=str(work / "results"), options=RenderOptions(pages=2), s3=S3Settings(),
+    )
+    run_backfill(spark, config)
+    return config.table

@@ -70,9 +70,11 @@ def test_folders_end_to_end_and_a_second_run_renders_nothing(spark: Any, tmp_pat
         assert bool(row.thumbnails) == (row.status == "ok")
         assert row.error_message is None if row.status == "ok" else row.error_message
 
-    output = backfill(*args)
+    output = backfill(*args, "--validate", str(tmp_path / "validation"))
     assert "already_done=11 rendered=0" in output
     assert spark.read.format("delta").load(str(table)).count() == len(EXPECTED)
+    assert "validation passed" in output and "pass one_ok_row_per_version" in output
+    assert len(list((tmp_path / "validation").glob("validation-*.json"))) == 1
 
 
 def test_buckets_on_a_local_s3_server(spark: Any, s3: Any, s3_server: str, tmp_path: Path) -> None:

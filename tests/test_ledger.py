@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
-from thumbs import ledger
+import pytest
+
+from thumbs import backfill, ledger, stream
+from thumbs.backfill import register_catalog_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -85,3 +89,59 @@ def test_the_readme_lists_every_status_with_its_retry_rule() -> None:
         line = lines.get(f"`{status.value}`")
         assert line is not None, f"status {status.value} is missing from the README"
         assert line.split("|")[3].strip() == ("yes" if info.retried else "no"), status.value
+
+
+def test_the_table_registers_under_a_name_and_dropping_the_name_keeps_the_data(
+    spark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, elsewhere = str(tmp_path / "results"), str(tmp_path / "other")
+    for table in (path, elsewhere):
+        ledger.ensure_table(spark, table)
+    rows = [result_row("a.pdf", "ok"), result_row("b.pdf", "corrupt")]
+    ledger.append(spark.createDataFrame(rows, ledger.RESULT_SCHEMA), path)
+    monkeypatch.setattr(logging.getLogger("thumbs"), "propagate", True)  # reach caplog
+    try:
+        with caplog.at_level(logging.INFO, logger="thumbs"):
+            register_catalog_table(spark, "run-1", "thumbs_test.results", path)
+            register_catalog_table(spark, "run-2", "thumbs_test.results", path)  # a rerun: no-op
+            register_catalog_table(spark, "run-3", "thumbs_test.results", elsewhere)
+        assert spark.sql("SELECT count(*) FROM thumbs_test.results").first()[0] == 2
+        table = spark.catalog.getTable("thumbs_test.results")
+        assert table.tableType == "EXTERNAL"
+        lines = [r.getMessage() for r in caplog.records if r.name == "thumbs.backfill"]
+        assert lines[0].startswith("catalog table registered run=run-1 name=thumbs_test.results ")
+        assert lines[1].startswith("catalog table registered run=run-2 ")
+        assert lines[2].startswith("catalog table points elsewhere run=run-3 ")
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS thumbs_test CASCADE")
+    assert not spark.catalog.databaseExists("thumbs_test")
+    assert list((tmp_path / "results" / "_delta_log").glob("*.json"))
+    assert list((tmp_path / "results").rglob("*.parquet"))
+    assert ledger.read(spark, path).count() == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["", "results-v2", "1results", "db.", ".results", "a.b.c.d", "db.t; DROP", "db.`t`"]
+)
+def test_catalog_names_that_are_not_plain_identifiers_are_refused(spark: Any, name: str) -> None:
+    with pytest.raises(ValueError, match="catalog table name"):
+        ledger.register_table(spark, name, "/data/results")
+    with pytest.raises(ValueError, match="catalog table name"):
+        backfill.config_from_args(backfill.build_parser().parse_args(["--catalog-table", name]))
+
+
+def test_catalog_paths_with_quotes_are_refused(spark: Any) -> None:
+    for path in ["/data/it's", '/data/"x"', "/data/a\\b", ""]:
+        with pytest.raises(ValueError, match="must not contain quotes"):
+            ledger.register_table(spark, "thumbs_test.results", path)
+    assert not spark.catalog.databaseExists("thumbs_test")
+
+
+def test_both_jobs_take_the_catalog_table_flag() -> None:
+    flags = ["--catalog-table", "lake.thumbnail_results"]
+    assert backfill.config_from_args(backfill.build_parser().parse_args(flags)).catalog_table == (
+        "lake.thumbnail_results"
+    )
+    args = stream.build_parser().parse_args(["--bootstrap-servers", "k:9092", *flags])
+    assert stream.config_from_args(args).catalog_table == "lake.thumbnail_results"
+    assert ledger.check_table_name("spark_catalog.lake.results") == "spark_catalog.lake.results"

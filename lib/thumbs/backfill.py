@@ -24,8 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from thumbs import ledger
-from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_path
+from thumbs.cli import add_shared_arguments, optional, render_options, s3_settings, table_path
 from thumbs.logs import configure_logging
+from thumbs.notify import check_topic_arn, notify_backfill_done
 from thumbs.options import ALL_PAGES, RenderOptions
 from thumbs.pipeline import JobContext, render_partitions
 from thumbs.spark import job_session
@@ -59,6 +60,8 @@ class BackfillConfig:
     docs_per_task: int = 256
     isolate: bool = True
     io_threads: int = 8
+    sns_topic_arn: str | None = None
+    catalog_table: str | None = None
     run_id: str = field(default_factory=lambda: new_run_id("backfill"))
 
 
@@ -91,6 +94,8 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillReport:
     report = BackfillReport(config.run_id)
     if not config.dry_run:
         ledger.ensure_table(spark, config.table)
+        if config.catalog_table:
+            register_catalog_table(spark, config.run_id, config.catalog_table, config.table)
     done = ledger.done_versions(spark, config.table, retry_failed=config.retry_failed).cache()
     context = JobContext(
         config.options, config.dest, config.s3, "backfill", config.run_id,
@@ -109,7 +114,25 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillReport:
     done.unpersist()
     report.seconds = time.perf_counter() - started
     _log_summary(config, report)
+    if config.sns_topic_arn and not config.dry_run:
+        notify_backfill_done(config.sns_topic_arn, config, report)
     return report
+
+
+def register_catalog_table(spark: SparkSession, run_id: str, name: str, path: str) -> None:
+    """Name the results table in the catalog, and say so; warn if the name points elsewhere.
+
+    `CREATE TABLE IF NOT EXISTS` keeps an older registration, so a name reused for another
+    table would silently answer queries from that table; the warning makes that visible.
+    """
+    location = ledger.register_table(spark, name, path)
+    if ledger.same_location(location, path):
+        log.info("catalog table registered run=%s name=%s location=%s", run_id, name, location)
+    else:
+        log.warning(
+            "catalog table points elsewhere run=%s name=%s catalog_location=%s table=%s",
+            run_id, name, location, path,
+        )
 
 
 def _pdf_refs(refs: Iterable[ObjectRef], config: BackfillConfig, report: BackfillReport) -> Iterator[ObjectRef]:
@@ -233,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wave-size", type=int, default=50_000, help="documents listed per wave, the unit of progress and of resumption (default: %(default)s)")
     parser.add_argument("--docs-per-task", type=int, default=256, help="documents per Spark task, fewer when a wave would not fill every core twice (default: %(default)s)")
     parser.add_argument("--run-id", help="identifier recorded in job_run_id (default: generated)")
+    parser.add_argument("--sns-topic-arn", metavar="ARN", help="SNS topic to send the run's summary to when it finishes: counts by status, run id, source, table (a standard topic in any region)")
+    parser.add_argument("--validate", metavar="REPORT", help="after the run, check the whole table with the data-quality suite (jobs/validate.py), write its result under this folder or s3:// prefix, and exit 1 if a rule fails")
     return parser
 
 
@@ -260,6 +285,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         docs_per_task=args.docs_per_task,
         isolate=not args.in_process,
         io_threads=args.io_threads,
+        sns_topic_arn=optional(check_topic_arn, args.sns_topic_arn),
+        catalog_table=optional(ledger.check_table_name, args.catalog_table),
     )
     if args.run_id:
         config.run_id = args.run_id
@@ -276,5 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     spark = job_session(config.run_id)
     run_backfill(spark, config)
+    passed = True
+    if args.validate and not config.dry_run:
+        from thumbs import validate
+
+        outcomes, where = validate.check_table(
+            spark, config.table, dest_uri=config.dest.uri(), report_to=args.validate,
+            settings=config.s3,
+        )
+        passed = validate.print_outcomes(outcomes, where)
     spark.stop()
-    return 0
+    return 0 if passed else 1

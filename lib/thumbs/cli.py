@@ -7,6 +7,7 @@ build the same `RenderOptions` and `S3Settings` from them.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from thumbs.options import FORMATS, Limits, RenderOptions, parse_colour, parse_pages, parse_sizes
@@ -16,6 +17,7 @@ from thumbs.storage import S3Settings
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", default="out/thumbnails", help="s3://bucket/prefix/ or a local folder for thumbnails (default: %(default)s)")
     parser.add_argument("--table", default="out/results", help="path or s3:// URL of the Delta results table (default: %(default)s)")
+    parser.add_argument("--catalog-table", metavar="NAME", help="also register the results table under this [database.]table name in the session's catalog (Glue on EMR), creating the database if needed")
     parser.add_argument("--pages", default="1", help="pages per document: a count of leading pages, or 'all' (default: %(default)s)")
     parser.add_argument("--sizes", default="256", help="longest side in pixels, comma-separated for several, e.g. 128,256,512 (default: %(default)s)")
     parser.add_argument("--format", default="webp", choices=sorted(FORMATS), help="thumbnail format (default: %(default)s)")
@@ -70,3 +72,12 @@ def s3_settings(args: argparse.Namespace, endpoint_url: str | None = None) -> S3
 def table_path(text: str) -> str:
     """A table or checkpoint location: S3 URLs as given, local paths made absolute."""
     return text if text.startswith(("s3://", "s3a://")) else str(Path(text).resolve())
+
+
+def optional(check: Callable[[str], str], value: str | None) -> str | None:
+    """`value` passed through `check` when the flag was given, None when it was not.
+
+    An empty value (an unset variable in a deploy script, say) is checked, and so refused,
+    rather than read as "not given".
+    """
+    return None if value is None else check(value)

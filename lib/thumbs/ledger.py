@@ -3,9 +3,13 @@
 The schema below is the product's public contract (documented in the README). Rows are only ever
 appended; a document's current state is its latest row. Both jobs write here, and appends from
 several applications at once are safe (on S3 that needs Delta's DynamoDB log store, see README).
+The table lives at a path; `register_table` also gives it a name in the session's catalog (Glue
+on EMR), for tools that query by name.
 """
 
 from __future__ import annotations
+
+import re
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -76,6 +80,9 @@ REF_SCHEMA = T.StructType([RESULT_SCHEMA[name] for name in REF_COLUMNS])
 
 VERSION_KEY = ["source_bucket", "source_key", "etag"]
 
+NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""One part of a catalog name: what Glue and Spark both accept without quoting."""
+
 
 def ensure_table(spark: SparkSession, path: str) -> None:
     """Create the results table at `path` if it does not exist yet (safe to race)."""
@@ -132,3 +139,44 @@ def status_counts(spark: SparkSession, path: str, condition: Column) -> dict[str
     """Rows per status among those matching `condition`, read back from the table."""
     rows = read(spark, path).where(condition).groupBy("status").count().collect()
     return {row["status"]: int(row["count"]) for row in rows}
+
+
+def check_table_name(name: str) -> str:
+    """`name` if it is `[catalog.][database.]table` of plain identifiers; else `ValueError`."""
+    parts = name.split(".")
+    if len(parts) > 3 or not all(NAME_PART.fullmatch(part) for part in parts):
+        raise ValueError(
+            f"catalog table name must be [catalog.][database.]table, each part letters, digits "
+            f"and underscores not starting with a digit, got {name!r}"
+        )
+    return name
+
+
+def register_table(spark: SparkSession, name: str, path: str) -> str:
+    """Register the Delta table at `path` as `name`, creating its database; returns its location.
+
+    The table stays external: the catalog only points at `path`, so dropping the name never
+    deletes rows. An existing name is left as it is, and the location returned is the one the
+    catalog holds, which the caller compares with `path`. Both values go into SQL text, so
+    the name must pass `check_table_name` and the path may not contain quotes or backslashes.
+    """
+    parts = check_table_name(name).split(".")
+    if not path or any(char in path for char in "'\"\\`"):
+        raise ValueError(f"a table path for the catalog must not contain quotes, got {path!r}")
+    quoted = [f"`{part}`" for part in parts]
+    if len(parts) > 1:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {'.'.join(quoted[:-1])}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {'.'.join(quoted)} USING DELTA LOCATION '{path}'")
+    details = spark.sql(f"DESCRIBE TABLE EXTENDED {'.'.join(quoted)}")
+    location = details.where(F.col("col_name") == "Location").first()
+    return "" if location is None else str(location["data_type"])
+
+
+def same_location(catalog_location: str, path: str) -> bool:
+    """Whether a catalog's location names `path`, ignoring `file:` and `s3a:` spellings."""
+
+    def plain(text: str) -> str:
+        text = re.sub(r"^file:(//)?", "", text)
+        return re.sub(r"^s3[an]://", "s3://", text).rstrip("/")
+
+    return plain(catalog_location) == plain(path)

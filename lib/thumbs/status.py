@@ -34,6 +34,10 @@ class Status(str, Enum):
         return self.value
 
 
+SUCCESS = frozenset({Status.OK.value, Status.DELETED.value})
+"""Statuses that are not failures; every other status counts as one in alerts and checks."""
+
+
 @dataclass(frozen=True)
 class StatusInfo:
     """How a status comes about, whether it is retried, and what an operator does about it."""

@@ -35,15 +35,16 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from thumbs import ledger
-from thumbs.backfill import new_run_id, task_count
-from thumbs.cli import add_shared_arguments, render_options, s3_settings, table_path
+from thumbs.backfill import new_run_id, register_catalog_table, task_count
+from thumbs.cli import add_shared_arguments, optional, render_options, s3_settings, table_path
 from thumbs.events import parse_message, s3_notification, sequencer_order
 from thumbs.logs import configure_logging
 from thumbs.metrics import publish_batch_metrics
+from thumbs.notify import MAX_EXAMPLES, alert_on_failures, check_alert_threshold, check_topic_arn
 from thumbs.options import RenderOptions
 from thumbs.pipeline import JobContext, delete_partitions, render_partitions
 from thumbs.spark import job_session
-from thumbs.status import FINAL_STATUSES, Status
+from thumbs.status import FINAL_STATUSES, SUCCESS, Status
 from thumbs.storage import Location, S3Settings, parse_location
 
 log = logging.getLogger("thumbs.stream")
@@ -110,6 +111,10 @@ class StreamConfig:
     io_threads: int = 8
     docs_per_task: int = 64
     cloudwatch_namespace: str | None = None
+    sns_topic_arn: str | None = None
+    alert_failure_rate: float = 0.2
+    alert_min_documents: int = 5
+    catalog_table: str | None = None
     run_id: str = field(default_factory=lambda: new_run_id("stream"))
 
     @property
@@ -235,21 +240,26 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
     steps["count"] = time.perf_counter() - started
     todo = still_to_do(latest, ledger_history(spark, config.table, latest)) if latest else []
     steps["plan"] = time.perf_counter() - started
-    summary: dict[str, Any] = {"rendered": 0, "deleted": 0, "failures": {}, "pages": 0}
+    summary: dict[str, Any] = {
+        "documents": 0, "rendered": 0, "deleted": 0, "failures": {}, "pages": 0, "examples": [],
+    }
     if todo:
         results = _render_and_delete(spark, config, todo, batch_id).localCheckpoint()
         steps["render"] = time.perf_counter() - started
         ledger.append(results, config.table, txn=(config.app_id, batch_id))
         steps["commit"] = time.perf_counter() - started
         outcomes = results.select(
-            "action", "status", "source_bucket", "source_key", "etag", "size_bytes", "sequencer",
-            "version_id", "error_message", F.size(F.array_distinct("thumbnails.page")).alias("pages"),
+            "action", "status", "source_bucket", "source_key", "source_uri", "etag", "size_bytes",
+            "sequencer", "version_id", "error_class", "error_message",
+            F.size(F.array_distinct("thumbnails.page")).alias("pages"),
         ).collect()
         summary = _summarise(outcomes)
         _dead_letter_transient(spark, config, outcomes, batch_id)
     seconds = time.perf_counter() - started
     if config.cloudwatch_namespace:
         _publish_metrics(config, batch_id, summary, seconds)
+    if config.sns_topic_arn:
+        alert_failures(config, batch_id, summary)
     log.debug("stream batch steps run=%s batch=%d seconds_since_start=%s", config.run_id, batch_id,
               {name: round(seconds, 2) for name, seconds in steps.items()})
     log.info(
@@ -270,6 +280,20 @@ def _publish_metrics(config: StreamConfig, batch_id: int, summary: dict[str, Any
         )
     except Exception as error:  # noqa: BLE001 - metrics are best effort
         log.warning("batch metrics not sent run=%s batch=%d error=%r", config.run_id, batch_id, error)
+
+
+def alert_failures(config: StreamConfig, batch_id: int, summary: dict[str, Any]) -> bool:
+    """Alert the SNS topic when this batch's failure rate reached the threshold; True if sent.
+
+    Called after the batch committed, like the metrics: an alert that cannot be sent is logged
+    and the stream goes on, because the ledger already records every failure it would name.
+    """
+    if not config.sns_topic_arn:
+        return False
+    return alert_on_failures(
+        config.sns_topic_arn, config.run_id, batch_id, summary,
+        config.alert_failure_rate, config.alert_min_documents,
+    )
 
 
 def _pdf_filter(suffixes: tuple[str, ...]) -> Column:
@@ -306,15 +330,24 @@ def _ref_row(event: Any, batch_id: int) -> tuple[Any, ...]:
 
 
 def _summarise(outcomes: list[Any]) -> dict[str, Any]:
+    """Counts for the batch's log line, metrics and alert, and a few failing documents by name."""
     failures: dict[str, int] = {}
+    examples: list[dict[str, str]] = []
     for row in outcomes:
-        if row["status"] not in (Status.OK.value, Status.DELETED.value):
+        if row["status"] not in SUCCESS:
             failures[row["status"]] = failures.get(row["status"], 0) + 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append({
+                    "source_uri": row["source_uri"], "status": row["status"],
+                    "error_class": row["error_class"] or row["status"],
+                })
     return {
+        "documents": len(outcomes),
         "rendered": sum(1 for row in outcomes if row["action"] == "render"),
         "deleted": sum(1 for row in outcomes if row["status"] == Status.DELETED.value),
         "failures": failures,
         "pages": sum(max(row["pages"], 0) for row in outcomes),
+        "examples": examples,
     }
 
 
@@ -443,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--starting-offsets", default="earliest", help="where a new checkpoint starts: earliest or latest (default: %(default)s)")
     parser.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE", help="passed to Spark's Kafka source and sink unchanged, e.g. kafka.security.protocol=SASL_SSL; repeatable")
     parser.add_argument("--cloudwatch-namespace", help="publish each batch's documents, pages, failures by class and duration to CloudWatch under this namespace")
+    parser.add_argument("--sns-topic-arn", metavar="ARN", help="SNS topic to alert when a micro-batch's failure rate reaches --alert-failure-rate (a standard topic in any region)")
+    parser.add_argument("--alert-failure-rate", type=float, metavar="FRACTION", default=0.2, help="share of a batch's documents that failed (any status but ok and deleted) at which to alert (default: %(default)s)")
+    parser.add_argument("--alert-min-documents", type=int, metavar="N", default=5, help="smallest batch that may alert, so one failure out of one document does not page anyone (default: %(default)s)")
     parser.add_argument("--pdf-suffixes", default=".pdf", help="comma-separated key suffixes that are PDFs; others are skipped and counted; empty for all (default: %(default)s)")
     parser.add_argument("--docs-per-task", type=int, default=64, help="documents per Spark task within a micro-batch (default: %(default)s)")
     return parser
@@ -460,6 +496,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
             raise ValueError(f"--kafka-option takes KEY=VALUE, not {item!r}")
         kafka_options[key] = value
     dlq = args.dead_letter_topic or f"{args.topic}-dlq"
+    check_alert_threshold(args.alert_failure_rate, args.alert_min_documents)
     return StreamConfig(
         bootstrap_servers=args.bootstrap_servers or "127.0.0.1:9092",
         topic=args.topic,
@@ -480,6 +517,10 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         io_threads=args.io_threads,
         docs_per_task=args.docs_per_task,
         cloudwatch_namespace=args.cloudwatch_namespace,
+        sns_topic_arn=optional(check_topic_arn, args.sns_topic_arn),
+        alert_failure_rate=args.alert_failure_rate,
+        alert_min_documents=args.alert_min_documents,
+        catalog_table=optional(ledger.check_table_name, args.catalog_table),
     )
 
 
@@ -499,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         config.checkpoint, config.trigger,
     )
     ledger.ensure_table(spark, config.table)
+    if config.catalog_table:
+        register_catalog_table(spark, config.run_id, config.catalog_table, config.table)
     query = start(spark, config)
     query.awaitTermination()
     print(f"thumbnails: {config.dest.uri()}")
