@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,20 +10,12 @@ import pytest
 
 from tests.conftest import SAMPLES
 from thumbs import queries
-from thumbs.backfill import BackfillConfig, run_backfill
-from thumbs.options import RenderOptions
-from thumbs.storage import S3Settings, parse_location
+from thumbs.storage import S3Settings
 
 
 @pytest.fixture(scope="module")
-def results(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
-    work = tmp_path_factory.mktemp("queries")
-    config = BackfillConfig(
-        source=parse_location(str(SAMPLES)), dest=parse_location(str(work / "thumbs")),
-        table=str(work / "results"), options=RenderOptions(pages=2), s3=S3Settings(),
-    )
-    run_backfill(spark, config)
-    return queries.table_reference(str(Path(config.table)))
+def results(sample_results: str) -> str:
+    return queries.table_reference(sample_results)
 
 
 def test_failures_by_class_and_day(spark: Any, results: str) -> None:
@@ -59,6 +52,31 @@ def test_thumbnail_bytes_per_prefix(spark: Any, results: str) -> None:
     assert all(r.thumbnail_bytes > 0 for r in rows.values())
 
 
+def test_documents_waiting_are_the_versions_the_ledger_has_not_finished(
+    spark: Any, results: str, tmp_path: Path
+) -> None:
+    source = tmp_path / SAMPLES.name  # a folder lists as the bucket of its name, as the rows say
+    shutil.copytree(SAMPLES, source)
+    assert queries.register_source_objects(spark, str(source)) == 11
+    assert queries.run(spark, "documents_waiting", results).count() == 0
+
+    (source / "new").mkdir()
+    shutil.copy(SAMPLES / "sample-files" / "minimal-document.pdf", source / "new" / "added.pdf")
+    with (source / "sample-files" / "pdflatex-image.pdf").open("ab") as changed:
+        changed.write(b"\n% a new version\n")
+    queries.register_source_objects(spark, str(source), view="objects_now")
+    waiting = queries.run(spark, "documents_waiting", results, objects="objects_now").collect()
+    assert {(r.source_key, r.last_status) for r in waiting} == {
+        ("new/added.pdf", None), ("sample-files/pdflatex-image.pdf", None),
+    }
+
+
+def test_references_name_paths_and_catalog_tables(tmp_path: Path) -> None:
+    assert queries.reference("lake.thumbnail_results") == "lake.thumbnail_results"
+    assert queries.reference("s3://lake/results") == "delta.`s3://lake/results`"
+    assert queries.reference(str(tmp_path / "r")) == f"delta.`{tmp_path / 'r'}`"
+
+
 def test_unknown_names_and_unsafe_paths_are_refused(spark: Any) -> None:
     with pytest.raises(ValueError, match="no query named"):
         queries.run(spark, "nope", "t")
@@ -69,8 +87,7 @@ def test_unknown_names_and_unsafe_paths_are_refused(spark: Any) -> None:
 def test_the_contact_sheet_has_one_tile_per_document(spark: Any, results: str) -> None:
     from thumbs.contact_sheet import CAPTION, TILE, draw_sheet, latest_documents
 
-    table = results.removeprefix("delta.`").removesuffix("`")
-    documents = latest_documents(spark, table, None, 100)
+    documents = latest_documents(spark, results, None, 100)
     assert len(documents) == 11
     sheet = draw_sheet(documents, 4, S3Settings())
     assert sheet.size == (4 * TILE, 3 * (TILE + CAPTION))
@@ -82,5 +99,5 @@ def test_the_contact_sheet_has_one_tile_per_document(spark: Any, results: str) -
                      ).getextrema()[0] < 250
     ]
     assert [documents[i]["status"] for i in inked] == ["ok"] * 7, "a thumbnail in each ok tile only"
-    ok_only = latest_documents(spark, table, "status = 'ok'", 100)
+    ok_only = latest_documents(spark, results, "status = 'ok'", 100)
     assert len(ok_only) == 7

@@ -64,7 +64,10 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def latest_documents(spark: Any, table: str, where: str | None, limit: int) -> list[dict[str, Any]]:
-    """Each document's latest row, with its first thumbnail's key (or none)."""
+    """Each document's latest row, with its first thumbnail's key (or none).
+
+    `table` is as SQL names it: a catalog name or ``delta.`path` `` (see `queries.reference`).
+    """
     condition = f"AND ({where})" if where else ""
     rows = spark.sql(
         f"""
@@ -72,7 +75,7 @@ def latest_documents(spark: Any, table: str, where: str | None, limit: int) -> l
                CASE WHEN size(thumbnails) > 0 THEN thumbnails[0].key END AS thumbnail_key
         FROM (SELECT *, row_number() OVER (
                   PARTITION BY source_bucket, source_key ORDER BY processed_at DESC) AS recency
-              FROM delta.`{table}`)
+              FROM {table})
         WHERE recency = 1 {condition}
         ORDER BY source_key
         LIMIT {int(limit)}
@@ -83,18 +86,19 @@ def latest_documents(spark: Any, table: str, where: str | None, limit: int) -> l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thumbs.contact_sheet", description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="path of the Delta results table")
+    parser.add_argument("table", help="path or s3:// URL of the Delta results table, or its catalog name")
     parser.add_argument("--out", default="contact-sheet.png", help="PNG to write (default: %(default)s)")
     parser.add_argument("--where", help="SQL condition on the table's columns, e.g. \"source_key LIKE 'invoices/%%'\"")
     parser.add_argument("--columns", type=int, default=8, help="tiles per row (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=400, help="most documents on the sheet (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    from thumbs.queries import reference
     from thumbs.spark import local_session
 
     spark = local_session("thumbs-contact-sheet", cores=1)
     spark.sparkContext.setLogLevel("ERROR")
-    documents = latest_documents(spark, str(Path(args.table).resolve()), args.where, args.limit)
+    documents = latest_documents(spark, reference(args.table), args.where, args.limit)
     spark.stop()
     sheet = draw_sheet(documents, args.columns, S3Settings.from_env())
     sheet.save(args.out)
