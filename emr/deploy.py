@@ -172,6 +172,8 @@ def build_release(code_uri: str, build_dir: Path) -> Release:
         "thumbs.zip": build_bundle(build_dir / "thumbs.zip"),
         "jobs/backfill.py": REPO / "jobs" / "backfill.py",
         "jobs/stream.py": REPO / "jobs" / "stream.py",
+        "jobs/validate.py": REPO / "jobs" / "validate.py",
+        "jobs/maintain.py": REPO / "jobs" / "maintain.py",
         "emr/bootstrap.sh": EMR_DIR / "bootstrap.sh",
         "emr/requirements-emr.txt": EMR_DIR / "requirements-emr.txt",
     }

@@ -223,12 +223,18 @@ def test_job_role_covers_what_the_jobs_do() -> None:
         "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
         "kafka-cluster:Connect", "kafka-cluster:DescribeTopic", "kafka-cluster:ReadData",
         "kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup", "kafka-cluster:WriteData",
-        "kms:GenerateDataKey", "kms:Decrypt", "cloudwatch:PutMetricData",
+        "kms:GenerateDataKey", "kms:Decrypt", "cloudwatch:PutMetricData", "sns:Publish",
+        "glue:CreateTable", "glue:GetTable",
     }
     actions = {a for s in job_role() for a in as_list(s["Action"])}
     assert needed <= actions
-    # The operator creates the lock table (emr/README.md); the jobs never create or drop tables.
-    assert not {a for a in actions if re.search(r"Create|Delete(Table|Item)|\bDrop", a)}
+    # The operator creates the lock table (emr/README.md); the jobs never drop or delete tables,
+    # and create only the catalog entry of --catalog-table, in its own database.
+    assert not {a for a in actions if re.search(r"Delete(Table|Item|Database)|\bDrop|Update", a)}
+    creates = [s for s in job_role() if any("Create" in a for a in as_list(s["Action"]))]
+    assert [s["Sid"] for s in creates] == ["GlueRegisterResultsTable"]
+    assert all("${GLUE_DATABASE}" in r or r.endswith(":catalog") for r in creates[0]["Resource"])
+    assert granted("sns:Publish") == ["arn:aws:sns:${AWS_REGION}:${ACCOUNT_ID}:${SNS_TOPIC}"]
 
 
 def test_job_role_reads_the_source_topic_and_writes_only_the_dead_letter_topic() -> None:
@@ -340,8 +346,13 @@ def requirement_pins(path: Path) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
-            pins[name.lower()] = version
+            pins[canonical(name)] = version
     return pins
+
+
+def canonical(name: str) -> str:
+    """A package name as pip compares them: case and `-`, `_`, `.` do not matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_node_requirements_are_the_runtime_dependencies_pinned_as_in_constraints() -> None:
@@ -350,7 +361,7 @@ def test_node_requirements_are_the_runtime_dependencies_pinned_as_in_constraints
     assert all(version for version in emr.values()), "every node requirement is pinned"
     assert {name: constraints.get(name) for name in emr} == emr
     runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {re.split(r"[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in runtime}
+    names = {canonical(re.split(r"[<>=!~ ]", spec, maxsplit=1)[0]) for spec in runtime}
     assert names - {"pyspark", "delta-spark"} <= set(emr)
     assert not {"pyspark", "delta-spark", "py4j"} & set(emr)
 
@@ -372,7 +383,8 @@ def test_create_cluster_uploads_the_release_and_starts_the_stream_and_a_backfill
     assert re.fullmatch(r"thumbs/releases/[0-9a-f]{16}/", prefix)
 
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=CODE_BUCKET)["Contents"]}
-    expected = {"thumbs.zip", "jobs/stream.py", "jobs/backfill.py", "emr/bootstrap.sh",
+    expected = {"thumbs.zip", "jobs/stream.py", "jobs/backfill.py", "jobs/validate.py",
+                "jobs/maintain.py", "emr/bootstrap.sh",
                 "emr/requirements-emr.txt"}
     assert keys == {prefix + key for key in expected}
     bundle = s3.get_object(Bucket=CODE_BUCKET, Key=prefix + "thumbs.zip")["Body"].read()
@@ -440,7 +452,7 @@ def test_uploading_the_same_release_again_sends_nothing_new(
     again = run_deploy(["upload", *release_flags(tmp_path)], capsys)
     assert first[0] == again[0] == 0
     assert first[1]["release"] == again[1]["release"]
-    assert len(first[1]["uploaded"]) == 5 and again[1]["uploaded"] == []
+    assert len(first[1]["uploaded"]) == 7 and again[1]["uploaded"] == []
 
 
 def test_an_aws_error_names_the_call_and_what_was_already_done(
@@ -448,7 +460,7 @@ def test_an_aws_error_names_the_call_and_what_was_already_done(
 ) -> None:
     code, _, err = run_deploy(["upload", *release_flags(tmp_path)], capsys)  # no such bucket
     assert code == 2
-    assert "s3 upload_file failed after 0 of 5 requests succeeded" in err
+    assert "s3 upload_file failed after 0 of 7 requests succeeded" in err
     assert "NoSuchBucket" in err and "Traceback" not in err
 
 
@@ -623,7 +635,7 @@ def test_dry_run_prints_every_request_as_json_and_sends_nothing(
         code, stop, _ = run_deploy(
             ["stop-stream", "--dry-run", "--cluster-id", "j-ABC", "--region", REGION], capsys
         )
-    uploads = [("s3", "upload_file")] * 5
+    uploads = [("s3", "upload_file")] * 7
     assert printed == {
         "create-cluster": [*uploads, ("emr", "run_job_flow")],
         "add-steps": [*uploads, ("emr", "add_job_flow_steps")],
