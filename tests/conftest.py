@@ -26,6 +26,21 @@ S3_ENV = {
 }
 
 
+def offline_aws_environment(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, region: str, secret: str = "testing"
+) -> None:
+    """Fake credentials and a region for moto, and nothing from the machine's AWS configuration."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
+
+
 def corpus_folder(name: str) -> Path:
     """A folder of the shared corpus, or a clean skip where the corpus is not beside the repo."""
     folder = CORPUS / name

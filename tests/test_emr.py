@@ -27,6 +27,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.conftest import offline_aws_environment
 from thumbs.metrics import batch_metric_data, publish_batch_metrics
 from thumbs.options import Limits
 
@@ -52,15 +53,7 @@ deploy = _load_deploy()
 @pytest.fixture()
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Fake credentials and a region, nothing from the machine's AWS configuration, moto on."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    offline_aws_environment(monkeypatch, tmp_path, REGION)
     with mock_aws():
         yield
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from moto import mock_aws
 from pyspark.sql import functions as F
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, offline_aws_environment
 from thumbs import ledger, notify, stream
 from thumbs.backfill import BackfillConfig, BackfillReport, run_backfill
 from thumbs.options import RenderOptions
@@ -33,14 +32,7 @@ MISSING_TOPIC = f"arn:aws:sns:{REGION}:123456789012:no-such-topic"
 @pytest.fixture()
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Fake credentials and a region, nothing from the machine's AWS configuration, moto on."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    offline_aws_environment(monkeypatch, tmp_path, REGION, secret=SECRET)
     monkeypatch.setattr(logging.getLogger("thumbs"), "propagate", True)  # reach caplog
     with mock_aws():
         yield
