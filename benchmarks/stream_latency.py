@@ -4,6 +4,8 @@ Why: an upload's thumbnail is only useful once its row is readable. This command
 stream (`jobs/stream.py`, trigger "0 seconds": a new micro-batch as soon as the last one ends),
 then
 
+0. publishes `--warmup` events and waits for their rows, so the first render on each executor
+   (starting its Python worker and render child) is charged to nobody;
 1. publishes `--events` upload events at `--rate` per second and measures, for each, the time
    from publishing the event to the commit of the micro-batch holding its row (the driver logs
    "stream batch done" right after the Delta commit), and prints the median, 95th percentile
@@ -13,7 +15,7 @@ then
 
 Needs the local broker and S3 server: `scripts/services.sh start`.
 
-    python benchmarks/stream_latency.py [--events 200] [--rate 20] [--burst 400]
+    python benchmarks/stream_latency.py [--events 200] [--rate 20] [--burst 400] [--warmup 20]
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=20, help="events rendered before measuring (default: %(default)s)")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000"))
     args = parser.parse_args(argv)
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     topic, bucket = f"latency-{run}", f"latency-{run}"
     client = s3_client(S3Settings(endpoint_url=args.s3_endpoint_url))
     client.create_bucket(Bucket=bucket)
+    warmup = upload(client, bucket, [f"warmup/{i:04d}.pdf" for i in range(args.warmup)])
     steady = upload(client, bucket, [f"steady/{i:04d}.pdf" for i in range(args.events)])
     burst = upload(client, bucket, [f"burst/{i:04d}.pdf" for i in range(args.burst)])
     kafka = producer(args.bootstrap_servers)
@@ -116,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         while "stream batch done" not in log.read_text(errors="replace"):
             time.sleep(0.5)  # start-up: the first (test event) batch has committed
         time.sleep(3)
+        for record in warmup:
+            publish(kafka, topic, record)
+        kafka.flush(30)
+        wait_rendered(log, args.warmup, timeout=300)
+        warm_batches = batch_commits(log)
+        time.sleep(3)
 
         sent = {}
         started = time.monotonic()
@@ -123,15 +133,17 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(max(0.0, started + index / args.rate - time.monotonic()))
             sent[record["s3"]["object"]["key"]] = publish(kafka, topic, record)
         kafka.flush(30)
-        wait_rendered(log, args.events, timeout=300)
-        steady_batches = batch_commits(log)
+        wait_rendered(log, args.warmup + args.events, timeout=300)
+        steady_batches = {b: v for b, v in batch_commits(log).items() if b not in warm_batches}
 
         burst_sent = time.time()
         for record in burst:
             publish(kafka, topic, record)
         kafka.flush(30)
-        wait_rendered(log, args.events + args.burst, timeout=600)
-        burst_batches = {b: v for b, v in batch_commits(log).items() if b not in steady_batches}
+        wait_rendered(log, args.warmup + args.events + args.burst, timeout=600)
+        burst_batches = {
+            b: v for b, v in batch_commits(log).items() if b not in warm_batches and b not in steady_batches
+        }
     finally:
         os.killpg(stream.pid, signal.SIGTERM)
         stream.wait()
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         steady_batches[r.batch_id][0] - sent[r.source_key] for r in rows if r.source_key in sent
     )
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    print(f"warm-up: {args.warmup} events over {len(warm_batches)} micro-batches, not counted")
     print(f"steady: {len(latencies)} events at {args.rate:g}/s, publish to committed row: "
           f"median {statistics.median(latencies):.2f}s, p95 {p95:.2f}s, max {latencies[-1]:.2f}s "
           f"over {len(steady_batches)} micro-batches")
