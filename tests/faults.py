@@ -8,6 +8,10 @@ import time
 from thumbs.options import RenderOptions
 from thumbs.render import Rendering, render_document
 
+# A child that is slow to start, as on a loaded executor: the pause is at import, before the child
+# says it is ready.
+time.sleep(float(os.environ.get("THUMBS_TEST_START_SECONDS", "0")))
+
 
 def abort_on_marker(data: bytes, options: RenderOptions) -> Rendering:
     """Dies of SIGABRT, as pdfium does on a failed check, when the data says ABORT."""

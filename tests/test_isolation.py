@@ -60,6 +60,22 @@ def test_a_child_past_its_memory_cap_is_too_large_and_replaced() -> None:
         assert render_pool.render(GOOD).page_count == 1
 
 
+def test_a_childs_start_up_counts_against_no_documents_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THUMBS_TEST_START_SECONDS", "1.5")
+    with pool("abort_on_marker", timeout_seconds=1.0) as render_pool:
+        assert render_pool.render(GOOD).page_count == 1
+
+
+def test_a_child_that_dies_while_starting_is_reported_by_the_next_render() -> None:
+    with pool("abort_on_marker") as render_pool:
+        render_pool.entry = "tests.faults:no_such_entry"  # the child fails to import it and exits
+        render_pool.prepare()
+        error = failure(render_pool, GOOD)
+        assert (error.status, error.error_class) == (Status.CRASHED, "Exit1")
+        render_pool.entry = "tests.faults:abort_on_marker"
+        assert render_pool.render(GOOD).page_count == 1
+
+
 def test_children_are_recycled_after_a_number_of_documents() -> None:
     with pool("abort_on_marker", recycle_after=2) as render_pool:
         pids = []

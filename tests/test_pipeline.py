@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.pdfs import Page, build_pdf
 from thumbs import ledger, pipeline
+from thumbs.isolation import RenderPool
 from thumbs.options import Limits, RenderOptions
 from thumbs.pipeline import JobContext, process_document, render_partitions
 from thumbs.storage import FolderSink, ObjectRef, S3Settings, parse_location
@@ -48,6 +49,20 @@ def test_a_good_document_gets_an_ok_row_and_its_thumbnails(tmp_path: Path) -> No
     assert Image.open(written).size == (128, 64)
     assert row["thumbnails"][0]["bytes"] == written.stat().st_size
     assert row["render_ms"] > 0 and row["total_ms"] >= row["render_ms"]
+
+
+def test_a_render_childs_start_up_is_not_the_first_documents_render_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THUMBS_TEST_START_SECONDS", "2")
+    (tmp_path / "x.pdf").write_bytes(build_pdf([Page()]))
+    with RenderPool(RenderOptions(), entry="tests.faults:abort_on_marker") as render_pool:
+        row = process_document(
+            local_ref(tmp_path / "x.pdf", tmp_path), 0, context(tmp_path / "o"),
+            FolderSink(str(tmp_path / "o")), renderer=render_pool,
+        )
+    assert row["status"] == "ok"
+    assert row["render_ms"] < 1000 < row["total_ms"], "start-up shows in total_ms, not render_ms"
 
 
 def test_a_source_over_the_byte_limit_is_refused_before_download(tmp_path: Path) -> None:

@@ -9,8 +9,10 @@ the memory cap is killed and replaced, and the document gets a `crashed`, `timeo
 documents, to bound slow leaks.
 
 Wire protocol: frames of an 8-byte big-endian length and a body. The parent's first frame is the
-pickled `RenderOptions`, then one frame per document holding the PDF bytes as they are; the
-child answers each with a pickle of `("ok", Rendering)` or `("error", status, message, class)`.
+pickled `RenderOptions`; the child answers with an empty frame once it has imported the renderer,
+so a child's start-up is charged to no document's time or timeout. Then the parent sends one
+frame per document holding the PDF bytes as they are, and the child answers each with a pickle
+of `("ok", Rendering)` or `("error", status, message, class)`.
 The child's standard output is reserved for the protocol; anything pdfium prints goes to stderr.
 """
 
@@ -38,6 +40,8 @@ log = logging.getLogger("thumbs.isolation")
 DEFAULT_ENTRY = "thumbs.render:render_document"
 _HEADER = struct.Struct(">Q")
 _POLL_SECONDS = 0.05
+_STARTUP_SECONDS = 60.0
+"""How long a new child may take to import the renderer and say it is ready."""
 _ADDRESS_SPACE_FACTOR = 3
 """The child's hard address-space limit, as a multiple of the resident cap: a backstop for
 allocations too fast for the watchdog to see. pdfium reserves address space generously, so a
@@ -55,21 +59,39 @@ class RenderPool:
         self._children: list[_Child | None] = [None] * size
         self._next = 0
 
+    def prepare(self) -> None:
+        """Start (or recycle) the child the next document goes to, and wait until it is ready.
+
+        Callers that time documents call this first, so a child's start-up is no document's
+        render time. A child that fails to start is kept: the next `render` reports it.
+        """
+        try:
+            self._next_child().wait_ready()
+        except _ChildLost:
+            pass
+
     def render(self, data: bytes) -> Rendering:
         """Render one document in a child; raises `DocumentError` for every failure."""
         slot = self._next
-        self._next = (self._next + 1) % len(self._children)
-        child = self._children[slot]
-        if child is None or child.handled >= self.options.limits.recycle_after:
-            if child is not None:
-                child.close()
-            child = _Child(self.entry, self.options)
-            self._children[slot] = child
+        child = self._next_child()
+        self._next = (slot + 1) % len(self._children)
         try:
             return child.render(data)
         except _ChildLost as lost:
             self._children[slot] = None
             raise lost.error from None
+
+    def __call__(self, data: bytes) -> Rendering:
+        return self.render(data)
+
+    def _next_child(self) -> _Child:
+        child = self._children[self._next]
+        if child is None or child.handled >= self.options.limits.recycle_after:
+            if child is not None:
+                child.close()
+            child = _Child(self.entry, self.options)
+            self._children[self._next] = child
+        return child
 
     def close(self) -> None:
         for child in self._children:
@@ -97,6 +119,8 @@ class _Child:
         self.options = options
         self.memory_bytes = options.limits.memory_bytes
         self.handled = 0
+        self._ready = False
+        self._startup_failure: _ChildLost | None = None
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         address_space = self.memory_bytes * _ADDRESS_SPACE_FACTOR
         self.process = subprocess.Popen(
@@ -119,34 +143,62 @@ class _Child:
         self._to_child.write(body)
         self._to_child.flush()
 
+    def wait_ready(self) -> None:
+        """Wait for the child's ready frame; a child that dies or stalls at start-up is lost."""
+        if self._startup_failure is not None:
+            raise self._startup_failure
+        if self._ready:
+            return
+        started = time.monotonic()
+        try:
+            body = self._read_frame(started + _STARTUP_SECONDS)
+            if body is None:
+                self.kill()
+                raise _ChildLost(
+                    DocumentError(
+                        Status.CRASHED,
+                        f"the render child did not start within {_STARTUP_SECONDS:g}s",
+                        "StartupTimeout",
+                    )
+                )
+        except _ChildLost as lost:
+            self._startup_failure = lost
+            raise
+        self._ready = True
+
     def render(self, data: bytes) -> Rendering:
+        self.wait_ready()
         self.handled += 1
         started = time.monotonic()
         try:
             self._send(data)
         except (BrokenPipeError, OSError):
             raise self._lost(started) from None
-        answer = self._receive(started + self.options.limits.timeout_seconds, self.options)
+        body = self._read_frame(started + self.options.limits.timeout_seconds)
+        if body is None:
+            self.kill()
+            raise _ChildLost(
+                DocumentError(
+                    Status.TIMEOUT,
+                    f"rendering took longer than {self.options.limits.timeout_seconds:g}s",
+                    "RenderTimeout",
+                )
+            )
+        answer: tuple[Any, ...] = pickle.loads(body)
         if answer[0] == "ok":
             return answer[1]  # type: ignore[no-any-return]
         _, status, message, error_class = answer
         raise DocumentError(Status(status), message, error_class)
 
-    def _receive(self, deadline: float, options: RenderOptions) -> tuple[Any, ...]:
+    def _read_frame(self, deadline: float) -> bytearray | None:
+        """The child's next frame body, or None past the deadline; watches memory meanwhile."""
         started = time.monotonic()
         buffer = bytearray()
         needed = _HEADER.size
         while len(buffer) < needed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.kill()
-                raise _ChildLost(
-                    DocumentError(
-                        Status.TIMEOUT,
-                        f"rendering took longer than {options.limits.timeout_seconds:g}s",
-                        "RenderTimeout",
-                    )
-                )
+                return None
             ready, _, _ = select.select([self._from_child], [], [], min(remaining, _POLL_SECONDS))
             if not ready:
                 self._check_memory()
@@ -157,7 +209,7 @@ class _Child:
             buffer += chunk
             if needed == _HEADER.size and len(buffer) >= _HEADER.size:
                 needed += _HEADER.unpack_from(buffer)[0]
-        return pickle.loads(buffer[_HEADER.size :])  # type: ignore[no-any-return]
+        return buffer[_HEADER.size :]
 
     def _check_memory(self) -> None:
         try:
@@ -219,6 +271,8 @@ def _serve(entry: str, address_space: int) -> None:
     render: Callable[[bytes, RenderOptions], Rendering] = getattr(importlib.import_module(module), name)
     logging.getLogger("pypdfium2").setLevel(logging.ERROR)
     options = pickle.loads(requests.read(_HEADER.unpack(requests.read(_HEADER.size))[0]))
+    answers.write(_HEADER.pack(0))  # ready: what follows is rendering time
+    answers.flush()
     while header := requests.read(_HEADER.size):
         data = requests.read(_HEADER.unpack(header)[0])
         answer = _answer(render, data, options)

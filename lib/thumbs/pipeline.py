@@ -84,6 +84,8 @@ class _Document:
     def render(self, renderer: Renderer) -> None:
         if self.failed or self.data is None:
             return
+        if isinstance(renderer, RenderPool):
+            renderer.prepare()  # a new or recycled child's start-up is no document's render time
         with self.guarded():
             start = time.perf_counter()
             try:
@@ -265,7 +267,7 @@ def pooled_renderer(options: RenderOptions) -> Renderer:
     if pool is None:
         pool = _POOLS[options] = RenderPool(options)
         atexit.register(pool.close)
-    return pool.render
+    return pool
 
 
 def render_partitions(ctx: JobContext) -> PartitionFunction:
