@@ -144,7 +144,8 @@ def outcomes(ok: int, failed: int, status: str = "corrupt") -> list[dict[str, An
     for index in range(ok + failed):
         good = index < ok
         rows.append({
-            "action": "render", "status": "ok" if good else status, "pages": 1 if good else 0,
+            "action": "render", "status": "ok" if good else status,
+            "thumbnails": [{"page": 1, "size": 256}] if good else [],
             "source_uri": f"s3://docs/{index}.pdf", "error_class": None if good else "PdfiumError",
         })
     return rows

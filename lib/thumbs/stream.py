@@ -215,25 +215,31 @@ def ledger_history(spark: SparkSession, table: str, events: list[dict[str, Any]]
 def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, batch_id: int) -> None:
     """One micro-batch, from Kafka records to committed ledger rows. Safe to replay.
 
-    Each step is materialised before the next reads it: the decision of what to render reads the
-    ledger and must not be re-evaluated after this batch appends to it, and a lazy re-evaluation
-    must never render a document twice. The batch's few thousand events at most fit the driver.
+    Each step's result is on the driver before the next step starts: the decision of what to
+    render reads the ledger and must not be re-evaluated after this batch appends to it, and a
+    lazy re-evaluation must never render a document twice. A batch's events (without their
+    message bytes) and result rows fit the driver; bound them with `--max-offsets-per-trigger`.
     """
     started = time.perf_counter()
     log.info("stream batch start run=%s batch=%d", config.run_id, batch_id)
     records = batch.select("topic", "partition", "offset", "timestamp", "value")
+    # Cached, not checkpointed: parsing is deterministic, so a recomputation (if the cache is
+    # evicted before the quarantine reads it) is harmless, and this saves a Spark job per batch.
     events = (
         records.mapInPandas(parse_partitions, EVENT_SCHEMA)
         .withColumn("is_pdf", _pdf_filter(config.pdf_suffixes))
-        .localCheckpoint()
+        .persist()
     )
-    steps = {"parse": time.perf_counter() - started}
-    parsed = [row.asDict() for row in events.drop("value").collect()]
-    counts: dict[str, int] = {}
-    for row in parsed:
-        counts[row["kind"]] = counts.get(row["kind"], 0) + 1
-    if counts.get("malformed"):
-        _quarantine(spark, config, events.where("kind = 'malformed'"), batch_id)
+    try:
+        parsed = [row.asDict() for row in events.drop("value").collect()]
+        steps = {"parse": time.perf_counter() - started}
+        counts: dict[str, int] = {}
+        for row in parsed:
+            counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+        if counts.get("malformed"):
+            _quarantine(spark, config, events.where("kind = 'malformed'"), batch_id)
+    finally:
+        events.unpersist()
     objects = [row for row in parsed if row["kind"] in ("created", "removed")]
     non_pdf = sum(1 for row in objects if not row["is_pdf"])
     latest = latest_per_object([row for row in objects if row["is_pdf"]])
@@ -244,15 +250,13 @@ def process_batch(spark: SparkSession, config: StreamConfig, batch: DataFrame, b
         "documents": 0, "rendered": 0, "deleted": 0, "failures": {}, "pages": 0, "examples": [],
     }
     if todo:
-        results = _render_and_delete(spark, config, todo, batch_id).localCheckpoint()
+        # The rows come to the driver once, then go to the ledger from there: one Spark job renders,
+        # and nothing downstream can make it run again.
+        outcomes = _render_and_delete(spark, config, todo, batch_id).collect()
         steps["render"] = time.perf_counter() - started
+        results = spark.createDataFrame(outcomes, ledger.RESULT_SCHEMA)
         ledger.append(results, config.table, txn=(config.app_id, batch_id))
         steps["commit"] = time.perf_counter() - started
-        outcomes = results.select(
-            "action", "status", "source_bucket", "source_key", "source_uri", "etag", "size_bytes",
-            "sequencer", "version_id", "error_class", "error_message",
-            F.size(F.array_distinct("thumbnails.page")).alias("pages"),
-        ).collect()
         summary = _summarise(outcomes)
         _dead_letter_transient(spark, config, outcomes, batch_id)
     seconds = time.perf_counter() - started
@@ -346,7 +350,7 @@ def _summarise(outcomes: list[Any]) -> dict[str, Any]:
         "rendered": sum(1 for row in outcomes if row["action"] == "render"),
         "deleted": sum(1 for row in outcomes if row["status"] == Status.DELETED.value),
         "failures": failures,
-        "pages": sum(max(row["pages"], 0) for row in outcomes),
+        "pages": sum(len({thumbnail["page"] for thumbnail in row["thumbnails"] or ()}) for row in outcomes),
         "examples": examples,
     }
 
