@@ -20,12 +20,14 @@ DELTA_CONF: dict[str, str] = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
-LOCAL_DRIVER_JAVA = "-XX:TieredStopAtLevel=1"
+LOCAL_DRIVER_JAVA = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 """JVM options for a local driver, which is also the executor and shares the cores with rendering.
 
 Only the JIT's quick tier: the optimising tier's compilations cost more CPU than they save on this
 light JVM work (the JVM's share in benchmarks/spark_bench.py fell from 8.8 to 4.8 core-seconds,
-and the test suite ran in 412 s instead of 496 s on 2 cores). Clusters keep the JVM's default.
+and the test suite ran in 412 s instead of 496 s on 2 cores). With the quick tier alone the JVM
+would shrink its code cache to 48 MB, which a long session fills ("Out of space in CodeCache for
+adapters"), so it keeps the 240 MB it has by default. Clusters keep the JVM's defaults.
 """
 
 LOCAL_CONF: dict[str, str] = {
