@@ -23,7 +23,8 @@ def submitted(tmp_path: Path, *args: str, conf_dir: Path | None = None) -> list[
         "THUMBS_JVM_PACKAGES": "", "SPARK_CONF_DIR": str(conf_dir or tmp_path / "no-conf"),
     }
     done = subprocess.run(
-        [str(REPO / "spark-submit.sh"), *args], env=env, capture_output=True, text=True, timeout=60,
+        [str(REPO / "spark-submit.sh"), *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
