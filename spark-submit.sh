@@ -53,7 +53,6 @@ spark_master() {
     configured=$(awk '$1 == "spark.master" { print $2 }' "$defaults" 2>/dev/null || true)
     echo "${configured:-local}"
 }
-LOCAL_DRIVER_JAVA=$(thumbs thumbs.spark local-driver-java)
 packages=${THUMBS_JVM_PACKAGES-$(thumbs thumbs.spark packages $kafka)}
 bundle=$(thumbs thumbs.bundle "$root/build/thumbs.zip")
 
@@ -65,10 +64,9 @@ done < <(thumbs thumbs.spark conf)
 log_config="file:$root/jobs/log4j2.properties"
 driver_java="-Dlog4j2.configurationFile=$log_config"
 if [[ "$(spark_master "$@")" == local* ]]; then
-    # Locally the driver JVM shares the machine's few cores with rendering, and the JIT's
-    # optimising tier spends more CPU compiling than its faster code saves on this light JVM work:
-    # the JVM's CPU in benchmarks/spark_bench.py fell from 8.8 to 4.8 core-seconds without it.
-    driver_java+=" $LOCAL_DRIVER_JAVA"
+    # A local driver is also the executor and shares the cores with rendering: JIT settings that
+    # cost it less CPU (thumbs.spark.LOCAL_DRIVER_JAVA says which, and the measurements).
+    driver_java+=" $(thumbs thumbs.spark local-driver-java)"
 fi
 options+=(--driver-java-options "$driver_java")
 options+=(--conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=$log_config")
